@@ -1,0 +1,266 @@
+"""LLM2Vec: a decoder used as a text encoder.
+
+The way of the data, top to bottom:
+text / [instruction, text] → tokens + pooling mask (tokenization.py)
+→ length-sorted, token-budget batches, padded or packed (packing.py)
+→ hidden states of the bidirectional decoder → pooled vectors (pooling.py)
+→ vectors back in input order.
+
+The public surface matches the reference llm2vec (``from_pretrained``,
+``encode``, ``save``, ``tokenize``/``forward`` for training) so its users can
+switch by changing one import.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import loading
+from .bidirectional import set_bidirectional
+from .packing import VARLEN_BACKENDS, Batch, pack, pad_left, token_budget_batches
+from .pooling import check_pooling_mode, pool
+from .tokenization import Composition, split_reference_string, tokenize, validate_inputs, warn_truncated
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "llm2vec_config.json"
+ENCODER_DEFAULTS = {"pooling_mode": "mean", "max_length": 512, "doc_max_length": 400, "skip_instruction": True}
+
+
+class LLM2Vec(torch.nn.Module):
+    def __init__(self, model, tokenizer, pooling_mode: str = "mean", max_length: int = 512,
+                 doc_max_length: int | None = 400, skip_instruction: bool = True,
+                 name_or_path: str | None = None, packing: bool | None = None,
+                 max_tokens_per_batch: int | None = None):
+        super().__init__()
+        if not isinstance(max_length, int) or max_length < 1:
+            raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.pooling_mode = check_pooling_mode(pooling_mode)
+        self.max_length = max_length
+        self.doc_max_length = doc_max_length
+        self.skip_instruction = bool(skip_instruction)
+        self.name_or_path = name_or_path or getattr(model.config, "_name_or_path", "")
+        self.packing = packing
+        self.max_tokens_per_batch = max_tokens_per_batch
+        self.config = model.config
+        _prepare_tokenizer(tokenizer)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, base_model_name_or_path, peft_model_name_or_path=None, merge_peft: bool = False,
+                        enable_bidirectional: bool = True, pooling_mode: str | None = None,
+                        max_length: int | None = None, doc_max_length: int | None = None,
+                        skip_instruction: bool | None = None, packing: bool | None = None,
+                        max_tokens_per_batch: int | None = None, **model_kwargs) -> "LLM2Vec":
+        """Load a decoder as an encoder.
+
+        ``base_model_name_or_path``: an HF model dir or hub id, a ``.gguf`` file, an l2v/llm2vec
+        saved dir, or a reference MNTP checkpoint (adapter-only dir, merged into its base).
+        ``peft_model_name_or_path``: one adapter dir or a list applied in order (all but the last
+        merged; the last merged too when ``merge_peft``). Encoder settings left as None come from
+        ``llm2vec_config.json`` (the adapter's, else the base's), else the defaults: pooling "mean",
+        max_length 512, doc_max_length 400, skip_instruction True. Other keyword arguments go to
+        transformers' ``from_pretrained`` (``dtype``/``torch_dtype``, ``attn_implementation``, ...).
+        """
+        source = loading.resolve_source(base_model_name_or_path)
+        tokenizer = loading.load_tokenizer(source)
+        model = loading.load_base_model(source, **model_kwargs)
+        set_bidirectional(model, enable_bidirectional)
+
+        adapters = peft_model_name_or_path
+        adapters = [] if adapters is None else [adapters] if isinstance(adapters, (str, os.PathLike)) else list(adapters)
+        for k, adapter in enumerate(adapters):
+            model = loading.apply_adapter(model, os.fspath(adapter))
+            if merge_peft or k < len(adapters) - 1:
+                model = loading.merge_adapter(model)
+
+        settings = dict(ENCODER_DEFAULTS)
+        config_dir = os.fspath(adapters[-1]) if adapters else source.path
+        settings.update(read_encoder_config(config_dir))
+        given = {"pooling_mode": pooling_mode, "max_length": max_length,
+                 "doc_max_length": doc_max_length, "skip_instruction": skip_instruction}
+        settings.update({k: v for k, v in given.items() if v is not None})
+        return cls(model, tokenizer, name_or_path=loading.read_name_or_path(source), packing=packing,
+                   max_tokens_per_batch=max_tokens_per_batch, **settings)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _composition(self) -> Composition:
+        return Composition(self.name_or_path, type(self.model.config).__name__, self.pooling_mode, self.tokenizer.eos_token)
+
+    def _tokenize(self, pairs, skip_instruction: bool):
+        return tokenize(pairs, self.tokenizer, self._composition(), max_length=self.max_length,
+                        doc_max_length=self.doc_max_length, skip_instruction=skip_instruction)
+
+    # ------------------------------------------------------------------ encoding
+    def encode(self, sentences, batch_size: int = 32, show_progress_bar: bool = True,
+               convert_to_numpy: bool = False, convert_to_tensor: bool = False, device: str | None = None):
+        """Embed strings or [instruction, text] pairs; vectors come back in input order (float32, CPU)."""
+        pairs = validate_inputs(sentences)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not pairs:
+            empty = torch.empty(0, self.hidden_size)
+            return empty.numpy() if convert_to_numpy and not convert_to_tensor else empty
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device != device:
+            self.model.to(device)
+        self.model.eval()
+
+        tokens = self._tokenize(pairs, self.skip_instruction)
+        warn_truncated(tokens.truncated, self.max_length, self.doc_max_length)
+        lengths = tokens.lengths()
+        order = sorted(range(len(pairs)), key=lambda i: -lengths[i])
+        packed = self._packs(device)
+        budget = self.max_tokens_per_batch or (batch_size * max(lengths) if packed else None)
+        batches = token_budget_batches(lengths, order, batch_size, budget, packed)
+
+        vectors = torch.empty(len(pairs), self.hidden_size, dtype=torch.float32, device=device)
+        with torch.inference_mode(), tqdm(total=len(pairs), desc="Encoding", unit="text", disable=not show_progress_bar) as bar:
+            for batch in batches:
+                self._embed_into(vectors, batch, tokens, packed, device)
+                bar.update(len(batch))
+        bad = torch.isnan(vectors).any(-1) | torch.isinf(vectors).any(-1)
+        if bool(bad.any()):
+            which = bad.nonzero().squeeze(-1)[:10].tolist()
+            raise FloatingPointError(
+                f"The model produced non-finite embeddings for inputs {which} (of {int(bad.sum())} in all); "
+                "this usually means fp16 overflow or broken weights - try dtype=torch.float32 or bfloat16"
+            )
+        result = vectors.cpu()
+        return result.numpy() if convert_to_numpy and not convert_to_tensor else result
+
+    def _packs(self, device: torch.device) -> bool:
+        if self.packing is not None:
+            return self.packing
+        # Packing pays where the kernel skips the masked-out blocks; a dense T x T mask would not.
+        return device.type == "cuda" and self.model.config._attn_implementation in VARLEN_BACKENDS
+
+    def _embed_into(self, out: torch.Tensor, batch: list[int], tokens, packed: bool, device) -> None:
+        """Embed one batch into ``out``; on CUDA out-of-memory, split it and retry (nothing is lost)."""
+        try:
+            ids = [tokens.input_ids[i] for i in batch]
+            masks = [tokens.pool_mask[i] for i in batch]
+            prepared = (pack(ids, masks, self.model.config._attn_implementation, self.model.dtype, device) if packed
+                        else pad_left(ids, masks, self.tokenizer.pad_token_id, device))
+            out[torch.tensor(batch, device=device)] = self._pooled(prepared)
+        except torch.cuda.OutOfMemoryError:
+            if len(batch) == 1:
+                raise
+            if not getattr(self, "_warned_oom", False):
+                warnings.warn("CUDA out of memory: halving the batch and retrying", stacklevel=2)
+                self._warned_oom = True
+            torch.cuda.empty_cache()
+            if self.max_tokens_per_batch:
+                self.max_tokens_per_batch = max(1, self.max_tokens_per_batch // 2)
+            half = len(batch) // 2
+            self._embed_into(out, batch[:half], tokens, packed, device)
+            self._embed_into(out, batch[half:], tokens, packed, device)
+
+    def _pooled(self, batch: Batch) -> torch.Tensor:
+        states = self.model(**batch.model_inputs).last_hidden_state
+        flat = states.reshape(-1, states.shape[-1])
+        if batch.token_positions is not None:
+            flat = flat[batch.token_positions]
+        return pool(flat, batch.seq_index, batch.pool_mask, batch.num_seqs, self.pooling_mode)
+
+    # ------------------------------------------------------------------ training API (reference-compatible)
+    def tokenize(self, texts) -> dict[str, torch.Tensor]:
+        """Left-padded features for ``forward``: ``input_ids``, ``attention_mask``, ``embed_mask``.
+
+        Items are strings, [instruction, text] pairs, or the reference's ``instruction!@#$%^&*()text``.
+        """
+        items = [split_reference_string(t) if isinstance(t, str) else t for t in texts]
+        pairs = validate_inputs(items)
+        tokens = self._tokenize(pairs, skip_instruction=True)
+        batch = pad_left(tokens.input_ids, tokens.pool_mask, self.tokenizer.pad_token_id, "cpu")
+        embed_mask = torch.zeros_like(batch.model_inputs["attention_mask"])
+        embed_mask.view(-1)[batch.token_positions] = batch.pool_mask.long()
+        return {"input_ids": batch.model_inputs["input_ids"], "attention_mask": batch.model_inputs["attention_mask"],
+                "embed_mask": embed_mask}
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled embeddings of ``tokenize`` features, with autograd (for training)."""
+        device = self.device
+        attention = features["attention_mask"].to(device)
+        embed_mask = features.get("embed_mask")
+        pool_from = embed_mask.to(device) if (self.skip_instruction and embed_mask is not None) else attention
+        position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
+        states = self.model(input_ids=features["input_ids"].to(device), attention_mask=attention,
+                            position_ids=position_ids).last_hidden_state
+        real = attention.bool()
+        seq_index = torch.arange(real.shape[0], device=device).repeat_interleave(real.sum(-1))
+        return pool(states[real], seq_index, pool_from.bool()[real], real.shape[0], self.pooling_mode)
+
+    # ------------------------------------------------------------------ saving
+    def encoder_config(self) -> dict:
+        return {"pooling_mode": self.pooling_mode, "max_length": self.max_length,
+                "doc_max_length": self.doc_max_length, "skip_instruction": self.skip_instruction}
+
+    def save(self, output_path, merge_before_save: bool = False, save_config: bool = True,
+             prompts: dict[str, str] | None = None) -> None:
+        """Write weights (or the adapter, when unmerged), tokenizer, ``llm2vec_config.json`` and the
+        sentence-transformers files, so the directory loads with ``LLM2Vec.from_pretrained``, the
+        reference llm2vec, and ``SentenceTransformer(path, trust_remote_code=True)``."""
+        from peft import PeftModel
+
+        output_path = os.fspath(output_path)
+        os.makedirs(output_path, exist_ok=True)
+        if merge_before_save and isinstance(self.model, PeftModel):
+            self.model = loading.merge_adapter(self.model)
+        model = loading.saveable(self.model)
+        model.save_pretrained(output_path)
+        self.tokenizer.save_pretrained(output_path)
+        config_file = os.path.join(output_path, "config.json")
+        if os.path.isfile(config_file):
+            # transformers 5 no longer records the model's name; chat templates are keyed on it.
+            with open(config_file) as f:
+                saved = json.load(f)
+            saved.setdefault("_name_or_path", self.name_or_path)
+            _write_json(config_file, saved)
+        if save_config:
+            _write_json(os.path.join(output_path, CONFIG_NAME), self.encoder_config())
+        from .st_modules import write_sentence_transformers_files
+
+        write_sentence_transformers_files(output_path, prompts=prompts)
+
+
+def read_encoder_config(path: str) -> dict:
+    file = os.path.join(path, CONFIG_NAME)
+    if not os.path.isfile(file):
+        return {}
+    with open(file) as f:
+        saved = json.load(f)
+    unknown = set(saved) - set(ENCODER_DEFAULTS)
+    if unknown:
+        logger.warning("Ignoring unknown keys in %s: %s", file, sorted(unknown))
+    return {k: v for k, v in saved.items() if k in ENCODER_DEFAULTS}
+
+
+def _prepare_tokenizer(tokenizer) -> None:
+    """As the reference: pad with EOS, pad on the left."""
+    if tokenizer.eos_token is None:
+        raise ValueError("The tokenizer has no EOS token; l2v pads with it and eos_token pooling needs it")
+    tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+
+
+def _write_json(path: str, data: dict) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=4)
+    os.replace(tmp, path)
