@@ -100,11 +100,13 @@ def block_diagonal_mask(seq_index: torch.Tensor, attn_implementation: str, dtype
     if attn_implementation == "flex_attention":
         from torch.nn.attention.flex_attention import create_block_mask
 
+        doc = seq_index[None]  # indexed with the batch index too: the CPU kernel compiles only that form
+
         def same_text(b, h, q, kv):
-            return seq_index[q] == seq_index[kv]
+            return doc[b, q] == doc[b, kv]
 
         n = seq_index.numel()
-        return create_block_mask(same_text, B=None, H=None, Q_LEN=n, KV_LEN=n, device=seq_index.device)
+        return create_block_mask(same_text, B=1, H=None, Q_LEN=n, KV_LEN=n, device=seq_index.device)
     allowed = (seq_index[:, None] == seq_index[None, :])[None, None]
     if attn_implementation == "sdpa":
         return allowed

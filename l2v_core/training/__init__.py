@@ -1,0 +1,33 @@
+"""Training: MNTP, unsupervised SimCSE and supervised contrastive, as in the LLM2Vec paper.
+
+>>> from l2v_core.training import load_config, train
+>>> result = train("mntp", load_config("mntp", "mntp.json", {"max_steps": 100}))
+"""
+from __future__ import annotations
+
+from .config import (STAGES, ConfigError, ContrastiveConfig, MNTPConfig, SimCSEConfig, SupervisedConfig, TrainConfig,
+                     build_config, load_config)
+from .data import DataError, load_texts, load_triples, sample_path
+from .loop import TrainResult
+
+
+def train(stage: str, config: TrainConfig) -> TrainResult:
+    """Run training ``stage`` ("mntp", "simcse" or "supervised") with a config of that stage."""
+    if stage == "mntp":
+        from .mntp import train_mntp
+
+        return train_mntp(config)
+    if stage == "simcse":
+        from .contrastive import train_simcse
+
+        return train_simcse(config)
+    if stage == "supervised":
+        from .contrastive import train_supervised
+
+        return train_supervised(config)
+    raise ConfigError(f"Unknown training stage {stage!r}; choose one of {', '.join(STAGES)}")
+
+
+__all__ = ["train", "load_config", "build_config", "TrainConfig", "MNTPConfig", "ContrastiveConfig", "SimCSEConfig",
+           "SupervisedConfig", "STAGES", "ConfigError", "DataError", "TrainResult", "load_texts", "load_triples",
+           "sample_path"]

@@ -1,0 +1,308 @@
+"""Typed training configurations: one dataclass per stage, validated on construction.
+
+A config comes from a JSON file plus ``--key value`` overrides. Unknown keys are
+refused with the closest known key suggested; values are checked for type and
+range so a typo fails before a model is loaded. Relative paths written in a
+config file are taken relative to that file (so a config and its data can move
+together); paths given on the command line are relative to the current directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..pooling import POOLING_MODES
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial",
+              "inverse_sqrt")
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+# Keys whose relative values name files or folders.
+PATH_KEYS = ("base_model", "train_file", "output_dir", "mntp_adapter")
+# Keys a resumed run may change without changing the result of the steps already taken.
+RESUMABLE_CHANGES = {"max_steps", "save_steps", "save_total_limit", "merge_output", "resume", "progress_bar",
+                     "output_dir"}
+
+
+class ConfigError(ValueError):
+    """A training config is malformed; the message names the key and what is wrong."""
+
+
+@dataclass
+class TrainConfig:
+    """Settings shared by every stage (defaults from the LLM2Vec paper where it gives one)."""
+
+    base_model: str = ""  # HF model dir, hub id in the local cache, or a .gguf file
+    train_file: str = ""  # .txt (one text per line) or .jsonl
+    output_dir: str = ""
+    max_steps: int = 1000  # optimizer steps
+    batch_size: int = 32  # per process; the global batch is batch_size x processes
+    gradient_accumulation_steps: int = 1
+    max_length: int = 512  # tokens per text
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.0
+    lr_scheduler: str = "linear"
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0  # 0 turns clipping off
+    seed: int = 42
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    dtype: str = "float32"  # weights as loaded; "bfloat16" halves memory on GPU
+    bf16: bool = False  # bf16 autocast (mixed precision) through accelerate
+    gradient_checkpointing: bool = False
+    attn_implementation: str | None = None  # None: transformers' default (sdpa)
+    save_steps: int = 200  # checkpoint every N steps (0: only at the end)
+    save_total_limit: int = 2  # checkpoints kept (oldest removed first)
+    resume: bool = True  # continue from the latest checkpoint in output_dir when there is one
+    merge_output: bool = False  # also write the adapter merged into the base as a full model
+    text_field: str = "text"  # key of the text in .jsonl data
+    progress_bar: bool = True
+
+    stage = "base"
+
+    # ----------------------------------------------------------------- validation
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _check_type(f.name, getattr(self, f.name), _field_types(type(self))[f.name]))
+        self.validate()
+
+    def validate(self) -> None:
+        for key in ("base_model", "train_file", "output_dir"):
+            if not getattr(self, key):
+                raise ConfigError(f"`{key}` is required for {self.stage} training")
+        _positive(self, "max_steps", "batch_size", "gradient_accumulation_steps", "max_length", "lora_r", "lora_alpha")
+        _non_negative(self, "weight_decay", "warmup_steps", "max_grad_norm", "save_steps", "save_total_limit", "seed")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"`learning_rate` must be > 0, got {self.learning_rate}")
+        _probability(self, "lora_dropout")
+        _choice(self, "lr_scheduler", SCHEDULERS)
+        _choice(self, "dtype", DTYPES)
+        if self.attn_implementation is not None:
+            _choice(self, "attn_implementation", ATTENTION)
+        if not self.lora_target_modules or not all(isinstance(m, str) and m for m in self.lora_target_modules):
+            raise ConfigError("`lora_target_modules` must be a non-empty list of module names such as 'q_proj'")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+
+@dataclass
+class MNTPConfig(TrainConfig):
+    """Masked next-token prediction: masked token i is predicted from position i-1."""
+
+    mask_probability: float = 0.2
+    # Used only when the tokenizer has no mask token: a token string of the vocabulary,
+    # or "eos" / "pad" / "unk" for the tokenizer's own. The reference uses "_" for Llama/Mistral.
+    mask_token: str = "_"
+    # False (the reference's default): concatenate all texts and cut blocks of max_length tokens;
+    # True: one text per sequence, padded per batch.
+    line_by_line: bool = False
+
+    stage = "mntp"
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 < self.mask_probability < 1:
+            raise ConfigError(f"`mask_probability` must be in (0, 1), got {self.mask_probability}")
+        if not self.mask_token:
+            raise ConfigError("`mask_token` must be a non-empty token string (or 'eos', 'pad', 'unk')")
+
+
+@dataclass
+class ContrastiveConfig(TrainConfig):
+    """Settings shared by the two contrastive stages (both train an encoder with InfoNCE)."""
+
+    mntp_adapter: str | None = None  # peft adapter merged into base_model before the new LoRA
+    pooling_mode: str = "mean"
+    temperature: float = 0.05  # cosine similarities are divided by it
+    attention_dropout: float = 0.0
+    merge_output: bool = True
+
+    stage = "contrastive"
+
+    def validate(self) -> None:
+        super().validate()
+        _choice(self, "pooling_mode", POOLING_MODES)
+        if not self.temperature > 0:
+            raise ConfigError(f"`temperature` must be > 0, got {self.temperature}")
+        _probability(self, "attention_dropout")
+
+
+@dataclass
+class SimCSEConfig(ContrastiveConfig):
+    """Unsupervised SimCSE: each text twice, dropout the only augmentation (paper: dropout 0.3)."""
+
+    batch_size: int = 128
+    max_length: int = 128
+    learning_rate: float = 3e-5
+    attention_dropout: float = 0.3
+    lora_dropout: float = 0.3
+
+    stage = "simcse"
+
+
+@dataclass
+class SupervisedConfig(ContrastiveConfig):
+    """Supervised contrastive training on query / positive / hard-negative triples."""
+
+    batch_size: int = 64
+    learning_rate: float = 2e-4
+    warmup_steps: int = 300
+    temperature: float = 0.02  # the reference's loss scale of 50
+    instructions: dict[str, str] = field(default_factory=dict)  # dataset name -> query instruction
+    default_instruction: str = ""  # for rows whose dataset has no entry in `instructions`
+    # Fill each batch from one dataset, as the reference does: in-batch negatives from another
+    # dataset are too easy to teach anything.
+    homogeneous_batches: bool = True
+
+    stage = "supervised"
+
+
+STAGES: dict[str, type[TrainConfig]] = {"mntp": MNTPConfig, "simcse": SimCSEConfig, "supervised": SupervisedConfig}
+
+
+# --------------------------------------------------------------------- building
+def build_config(stage: str, values: dict[str, Any]) -> TrainConfig:
+    """Validate ``values`` for ``stage`` and return the typed config."""
+    if stage not in STAGES:
+        raise ConfigError(f"Unknown training stage {stage!r}; choose one of {', '.join(STAGES)}")
+    cls = STAGES[stage]
+    known = cls.keys()
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise ConfigError(f"Unknown key {key!r} for {stage} training{hint} (known keys: {', '.join(known)})")
+    try:
+        return cls(**values)
+    except TypeError as err:  # only reachable through programmatic misuse; keys are checked above
+        raise ConfigError(str(err)) from err
+
+
+def load_config(stage: str, path: str | os.PathLike | None = None,
+                overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a JSON config (optional), apply ``overrides``, validate.
+
+    Relative paths in the file resolve against the file's folder; relative paths in
+    ``overrides`` against the current directory.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise ConfigError(f"Config file not found: {path!r}")
+        try:
+            with open(path, encoding="utf-8") as f:
+                values = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path} is not valid JSON: {err}") from err
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path} must hold a JSON object of settings, got {type(values).__name__}")
+        values = _resolve_paths(values, os.path.dirname(os.path.abspath(path)))
+    for key, value in (overrides or {}).items():
+        values[key] = value
+    return build_config(stage, values)
+
+
+def _resolve_paths(values: dict[str, Any], folder: str) -> dict[str, Any]:
+    out = dict(values)
+    for key in PATH_KEYS:
+        value = out.get(key)
+        if not isinstance(value, str) or not value or os.path.isabs(value):
+            continue
+        candidate = os.path.normpath(os.path.join(folder, os.path.expanduser(value)))
+        # A model may also be a hub id ("org/name"): keep it when nothing exists at the relative path.
+        if key in ("base_model", "mntp_adapter") and not os.path.exists(candidate):
+            continue
+        out[key] = candidate
+    return out
+
+
+def parse_override_value(text: str) -> Any:
+    """Command-line values are JSON when they parse as JSON (numbers, true/false, null, lists), else strings."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+# --------------------------------------------------------------------- checks
+@typing.no_type_check
+def _field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check_type(name: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_type(name, value, inner[0])
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"`{name}` must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"`{name}` must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"`{name}` must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"`{name}` must be a string, got {value!r}")
+    if origin is list:
+        if isinstance(value, str):  # "q_proj,v_proj" on a command line
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"`{name}` must be a list, got {value!r}")
+        return [_check_type(f"{name}[{i}]", v, args[0]) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"`{name}` must be a JSON object, got {value!r}")
+        return {_check_type(f"{name} key", k, args[0]): _check_type(f"{name}[{k!r}]", v, args[1]) for k, v in value.items()}
+    return value
+
+
+def _positive(cfg, *keys: str) -> None:
+    for key in keys:
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"`{key}` must be > 0, got {getattr(cfg, key)}")
+
+
+def _non_negative(cfg, *keys: str) -> None:
+    for key in keys:
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"`{key}` must be >= 0, got {getattr(cfg, key)}")
+
+
+def _probability(cfg, key: str) -> None:
+    if not 0 <= getattr(cfg, key) < 1:
+        raise ConfigError(f"`{key}` must be in [0, 1), got {getattr(cfg, key)}")
+
+
+def _choice(cfg, key: str, choices) -> None:
+    if getattr(cfg, key) not in choices:
+        close = difflib.get_close_matches(str(getattr(cfg, key)), list(choices), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"`{key}` must be one of {', '.join(choices)}; got {getattr(cfg, key)!r}{hint}")

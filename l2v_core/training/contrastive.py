@@ -1,0 +1,154 @@
+"""Contrastive stages on the LLM2Vec encoder: unsupervised SimCSE and supervised training.
+
+Both pool with the encoder (``LLM2Vec.tokenize`` + ``LLM2Vec.forward``) and train a
+fresh LoRA, on top of the base model with the MNTP adapter merged into it, with an
+InfoNCE loss over cosine similarities. Every text of a step goes through the model
+in one forward pass (one call per step is also what DistributedDataParallel needs).
+On several processes the documents of all processes are gathered, with gradients,
+so each query is contrasted with the whole global batch.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+
+from ..bidirectional import make_bidirectional
+from ..encoder import LLM2Vec
+from .config import ContrastiveConfig, SimCSEConfig, SupervisedConfig
+from .data import BatchSchedule, load_texts, load_triples
+from .loop import Task, TrainResult, run
+from .modeling import (add_lora, base_model_path, enable_checkpointing, model_kwargs, model_reference, save_adapter, save_merged, set_attention_dropout,
+                       trainable_copy)
+
+logger = logging.getLogger(__name__)
+
+
+def gather_with_grad(tensor: torch.Tensor, num_processes: int) -> torch.Tensor:
+    """Concatenate ``tensor`` over all processes (rank order), keeping gradients; identity on one."""
+    if num_processes == 1:
+        return tensor
+    import torch.distributed.nn.functional as dist_fn
+
+    return torch.cat(dist_fn.all_gather(tensor.contiguous()), dim=0)
+
+
+def info_nce(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None,
+             temperature: float, rank: int = 0, num_processes: int = 1) -> torch.Tensor:
+    """InfoNCE of local ``queries`` against the positives and hard negatives of all processes.
+
+    Query i's positive is positive i of this process; every other positive and every
+    hard negative of the global batch is a negative. Similarity: cosine / temperature.
+    """
+    docs = gather_with_grad(positives, num_processes)
+    if negatives is not None:
+        docs = torch.cat([docs, gather_with_grad(negatives, num_processes)], dim=0)
+    scores = F.normalize(queries.float(), dim=-1) @ F.normalize(docs.float(), dim=-1).T / temperature
+    labels = torch.arange(queries.shape[0], device=queries.device) + rank * queries.shape[0]
+    return F.cross_entropy(scores, labels)
+
+
+def load_encoder(config: ContrastiveConfig) -> LLM2Vec:
+    """The encoder to train: base (+ merged MNTP adapter), bidirectional, dropout set, fresh LoRA."""
+    encoder = LLM2Vec.from_pretrained(base_model_path(config.base_model), peft_model_name_or_path=config.mntp_adapter, merge_peft=True,
+                                      enable_bidirectional=True, pooling_mode=config.pooling_mode,
+                                      max_length=config.max_length, **model_kwargs(config))
+    model = trainable_copy(encoder.model)
+    make_bidirectional(model)
+    set_attention_dropout(model, config.attention_dropout)
+    model.config.use_cache = False
+    if config.gradient_checkpointing:
+        enable_checkpointing(model)
+    encoder.model = add_lora(model, config)
+    encoder.config = encoder.model.config
+    return encoder
+
+
+class ContrastiveTask(Task):
+    config: ContrastiveConfig
+
+    def __init__(self, config: ContrastiveConfig, accelerator):
+        self.config = config
+        self.rank, self.world = accelerator.process_index, accelerator.num_processes
+        self.encoder = load_encoder(config)
+        self.peft_model = self.encoder.model
+        # The whole encoder is the module handed to accelerate: under DDP its forward (pooling
+        # included) is the one wrapped call, and ``encoder.model`` stays the plain peft model.
+        self.module = self.encoder
+
+    def embed(self, module, texts: list) -> tuple[torch.Tensor, int]:
+        features = self.encoder.tokenize(texts)
+        return module(features), int(features["attention_mask"].sum())
+
+    def save(self, output_dir: str) -> dict[str, str | None]:
+        self.encoder.eval()
+        base_ref = model_reference(self.config.mntp_adapter or self.config.base_model)
+        # The adapter applies to the base with the MNTP adapter merged; recording the MNTP
+        # adapter as its base lets LLM2Vec.from_pretrained(adapter_dir) rebuild that chain.
+        adapter = save_adapter(self.peft_model, self.encoder.tokenizer, f"{output_dir}/adapter", base_ref,
+                               encoder_config=self.encoder.encoder_config())
+        merged = save_merged(self.encoder, output_dir) if self.config.merge_output else None
+        return {"adapter_dir": adapter, "merged_dir": merged}
+
+
+class SimCSETask(ContrastiveTask):
+    def __init__(self, config: SimCSEConfig, accelerator):
+        # Data first: a bad file fails before the model is loaded.
+        self.texts = load_texts(config.train_file, config.text_field)
+        self.schedule = BatchSchedule(len(self.texts), config.batch_size * accelerator.num_processes, config.seed)
+        super().__init__(config, accelerator)
+
+    def batch(self, items: list[int], index: int) -> dict:
+        return {"texts": [self.texts[i] for i in items]}
+
+    def loss(self, module, batch: dict) -> tuple[torch.Tensor, int]:
+        texts = batch["texts"]
+        # Both views in one pass: each row draws its own dropout mask, so the copies differ.
+        reps, tokens = self.embed(module, texts + texts)
+        n = len(texts)
+        return info_nce(reps[:n], reps[n:], None, self.config.temperature, self.rank, self.world), tokens
+
+
+class SupervisedTask(ContrastiveTask):
+    config: SupervisedConfig
+
+    def __init__(self, config: SupervisedConfig, accelerator):
+        self.triples = load_triples(config.train_file)
+        unknown = sorted({t.dataset for t in self.triples if t.dataset and t.dataset not in config.instructions})
+        if unknown and config.instructions:
+            logger.warning("No instruction for dataset(s) %s; their queries use default_instruction %r",
+                           unknown, config.default_instruction)
+        groups = [t.dataset for t in self.triples] if config.homogeneous_batches else None
+        self.schedule = BatchSchedule(len(self.triples), config.batch_size * accelerator.num_processes, config.seed, groups)
+        super().__init__(config, accelerator)
+
+    def query_input(self, query: str, dataset: str):
+        """[instruction, query]: the encoder keeps instruction tokens out of the pooled vector."""
+        instruction = self.config.instructions.get(dataset, self.config.default_instruction)
+        return [instruction, query] if instruction else query
+
+    def batch(self, items: list[int], index: int) -> dict:
+        rows = [self.triples[i] for i in items]
+        return {"queries": [self.query_input(r.query, r.dataset) for r in rows],
+                "positives": [r.positive for r in rows], "negatives": [r.negative for r in rows]}
+
+    def loss(self, module, batch: dict) -> tuple[torch.Tensor, int]:
+        n = len(batch["queries"])
+        reps, tokens = self.embed(module, batch["queries"] + batch["positives"] + batch["negatives"])
+        loss = info_nce(reps[:n], reps[n:2 * n], reps[2 * n:], self.config.temperature, self.rank, self.world)
+        return loss, tokens
+
+
+def train_simcse(config: SimCSEConfig) -> TrainResult:
+    """Run unsupervised SimCSE training; see :class:`SimCSEConfig`."""
+    if not isinstance(config, SimCSEConfig):
+        raise TypeError(f"train_simcse needs a SimCSEConfig, got {type(config).__name__}")
+    return run(config, SimCSETask)
+
+
+def train_supervised(config: SupervisedConfig) -> TrainResult:
+    """Run supervised contrastive training; see :class:`SupervisedConfig`."""
+    if not isinstance(config, SupervisedConfig):
+        raise TypeError(f"train_supervised needs a SupervisedConfig, got {type(config).__name__}")
+    return run(config, SupervisedTask)

