@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import loading
+from . import distributed, loading
 from .bidirectional import set_bidirectional
 from .packing import VARLEN_BACKENDS, Batch, pack, pad_left, token_budget_batches
 from .pooling import check_pooling_mode, pool
@@ -122,18 +122,26 @@ class LLM2Vec(torch.nn.Module):
         self.model.eval()
 
         tokens = self._tokenize(pairs, self.skip_instruction)
-        warn_truncated(tokens.truncated, self.max_length, self.doc_max_length)
+        rank, world_size = distributed.world()
+        if rank == 0:
+            warn_truncated(tokens.truncated, self.max_length, self.doc_max_length)
         lengths = tokens.lengths()
-        order = sorted(range(len(pairs)), key=lambda i: -lengths[i])
+        # Under torchrun / accelerate each rank embeds its share, balanced by tokens.
+        shards = distributed.shard_by_tokens(lengths, world_size) if world_size > 1 else [list(range(len(pairs)))]
+        mine = shards[rank]
+        order = sorted(mine, key=lambda i: -lengths[i])
         packed = self._packs(device)
         budget = self.max_tokens_per_batch or (batch_size * max(lengths) if packed else None)
         batches = token_budget_batches(lengths, order, batch_size, budget, packed)
 
         vectors = torch.empty(len(pairs), self.hidden_size, dtype=torch.float32, device=device)
-        with torch.inference_mode(), tqdm(total=len(pairs), desc="Encoding", unit="text", disable=not show_progress_bar) as bar:
+        with torch.inference_mode(), tqdm(total=len(mine), desc="Encoding", unit="text",
+                                          disable=not show_progress_bar or rank != 0) as bar:
             for batch in batches:
                 self._embed_into(vectors, batch, tokens, packed, device)
                 bar.update(len(batch))
+        if world_size > 1:
+            vectors = distributed.gather_rows(vectors[torch.tensor(mine, dtype=torch.long, device=device)], shards, len(pairs))
         bad = torch.isnan(vectors).any(-1) | torch.isinf(vectors).any(-1)
         if bool(bad.any()):
             which = bad.nonzero().squeeze(-1)[:10].tolist()

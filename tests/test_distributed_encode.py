@@ -1,0 +1,35 @@
+"""Sharded encoding under torchrun with 2 gloo processes equals single-process encoding."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from l2v_core import LLM2Vec
+from l2v_core.distributed import shard_by_tokens
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shards_balance_tokens_and_cover_everything():
+    lengths = [100, 3, 3, 3, 3, 50, 49, 2]
+    shards = shard_by_tokens(lengths, 2)
+    assert sorted(i for s in shards for i in s) == list(range(len(lengths)))
+    loads = [sum(lengths[i] for i in s) for s in shards]
+    assert abs(loads[0] - loads[1]) <= 10  # 213 tokens split 106 / 107, not 4 texts each
+    assert shard_by_tokens([5], 3)[1:] == [[], []]  # ranks without texts get empty shards
+
+
+@pytest.mark.parametrize("n", [7, 1])  # odd count, and fewer texts than ranks (one rank idles)
+def test_torchrun_two_processes_match_single_process(tiny_llama, tmp_path, n):
+    out = tmp_path / "out.pt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29500 + n),
+           str(ROOT / "tests" / "dist" / "encode_worker.py"), str(tiny_llama), str(out), str(n)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = torch.load(out)
+    single = LLM2Vec.from_pretrained(tiny_llama).encode(result["texts"], batch_size=3, show_progress_bar=False)
+    assert torch.allclose(result["vectors"], single, atol=1e-5)
