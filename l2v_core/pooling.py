@@ -37,9 +37,8 @@ def pool(token_states: torch.Tensor, seq_index: torch.Tensor, pool_mask: torch.T
     weights = pool_mask.to(states.dtype)
     # A text whose poolable part is empty (e.g. cut to nothing) falls back to all of its tokens.
     pooled_per_seq = torch.zeros(num_seqs, device=states.device, dtype=states.dtype).index_add_(0, seq_index, weights)
-    empty = pooled_per_seq == 0
-    if bool(empty.any()):
-        weights = torch.where(empty[seq_index], torch.ones_like(weights), weights)
+    empty = pooled_per_seq == 0  # no `if empty.any()`: that would stall the GPU stream every batch
+    weights = torch.where(empty[seq_index], torch.ones_like(weights), weights)
     if mode == "weighted_mean":
         # weights 1..n over each text's pooled tokens, in order
         running = torch.cumsum(weights, 0)

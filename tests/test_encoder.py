@@ -221,3 +221,29 @@ def test_every_architecture_encodes(model_root, arch):
     assert vecs.shape == (len(TEXTS), enc.hidden_size) and torch.isfinite(vecs).all()
     single = enc.encode([TEXTS[2]], show_progress_bar=False)
     assert torch.allclose(vecs[2], single[0], atol=1e-4)
+
+
+def test_out_of_memory_halves_the_batch_and_loses_nothing(tiny_llama, monkeypatch):
+    enc = LLM2Vec.from_pretrained(tiny_llama)
+    expected = enc.encode(TEXTS, batch_size=8, show_progress_bar=False)
+    real_forward = enc.model.forward
+    seen = []
+
+    def forward_with_small_memory(*args, **kwargs):
+        rows = kwargs["input_ids"].shape[0]
+        seen.append(rows)
+        if rows > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(enc.model, "forward", forward_with_small_memory)
+    with pytest.warns(UserWarning, match="out of memory"):
+        got = enc.encode(TEXTS, batch_size=8, show_progress_bar=False)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert max(seen) == len(TEXTS) and all(r <= 2 for r in seen[1:] if r != 3)
+
+
+def test_text_whose_pooled_part_is_empty_falls_back_to_all_tokens(encoder):
+    # whitespace-only text after an instruction: nothing of the text survives, the vector stays finite
+    vec = encoder.encode([["Represent the sentence:", "   "]], show_progress_bar=False)
+    assert torch.isfinite(vec).all()
