@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, ModelLoadError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if not result.main_process:
+        return 0
     loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
     resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
     print(f"{result.stage}: {result.steps} steps{resumed}, final loss {loss}")

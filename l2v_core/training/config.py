@@ -212,8 +212,13 @@ def load_config(stage: str, path: str | os.PathLike | None = None,
         if not isinstance(values, dict):
             raise ConfigError(f"{path} must hold a JSON object of settings, got {type(values).__name__}")
         values = _resolve_paths(values, os.path.dirname(os.path.abspath(path)))
-    for key, value in (overrides or {}).items():
-        values[key] = value
+    overrides = dict(overrides or {})
+    for key in PATH_KEYS:
+        value = overrides.get(key)
+        # Existing paths become absolute, so a resumed run compares equal from any folder.
+        if isinstance(value, str) and value and key != "output_dir" and os.path.exists(value):
+            overrides[key] = os.path.abspath(value)
+    values.update(overrides)
     return build_config(stage, values)
 
 

@@ -25,13 +25,35 @@ from .modeling import (add_lora, base_model_path, enable_checkpointing, model_kw
 logger = logging.getLogger(__name__)
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward hands each process the summed gradient of its own slice."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        ctx.rank, ctx.size = dist.get_rank(), tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        grad = grad.contiguous()
+        dist.all_reduce(grad)  # every process's loss used every slice
+        return grad[ctx.rank * ctx.size:(ctx.rank + 1) * ctx.size]
+
+
 def gather_with_grad(tensor: torch.Tensor, num_processes: int) -> torch.Tensor:
-    """Concatenate ``tensor`` over all processes (rank order), keeping gradients; identity on one."""
+    """Concatenate ``tensor`` over all processes (rank order), keeping gradients; identity on one.
+
+    Every process must pass the same number of rows (the batch schedule guarantees it).
+    """
     if num_processes == 1:
         return tensor
-    import torch.distributed.nn.functional as dist_fn
-
-    return torch.cat(dist_fn.all_gather(tensor.contiguous()), dim=0)
+    return _GatherWithGrad.apply(tensor)
 
 
 def info_nce(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None,

@@ -61,6 +61,7 @@ class TrainResult:
     resumed_from: int
     final_loss: float | None
     metrics_file: str
+    main_process: bool = True  # False on the other processes of a multi-process run
 
 
 class MetricsLog:
@@ -219,4 +220,5 @@ def run(config: TrainConfig, build_task) -> TrainResult:
     accelerator.wait_for_everyone()
     return TrainResult(stage=config.stage, output_dir=str(out), adapter_dir=written["adapter_dir"] or "",
                        merged_dir=written["merged_dir"], steps=config.max_steps, resumed_from=start,
-                       final_loss=last_loss, metrics_file=str(out / METRICS))
+                       final_loss=last_loss, metrics_file=str(out / METRICS),
+                       main_process=accelerator.is_main_process)

@@ -1,0 +1,126 @@
+"""SimCSE and supervised contrastive training on a tiny model."""
+import math
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+
+from l2v_core import LLM2Vec
+from l2v_core.training import load_config, sample_path, train
+from l2v_core.training.contrastive import SupervisedTask, gather_with_grad, info_nce, load_encoder
+from tests import tiny
+
+TEXTS = ["A man is playing a guitar on the street.", "Paris is the capital and most populous city of France.",
+         "Cats and dogs are common household pets."]
+
+
+def test_info_nce_ranks_the_positive_against_in_batch_and_hard_negatives():
+    torch.manual_seed(0)
+    q = torch.randn(6, 16)
+    assert gather_with_grad(q, 1) is q  # one process: gathering is the identity
+    aligned = info_nce(q, q * 2.0, None, temperature=0.05)  # cosine ignores scale
+    shuffled = info_nce(q, q.roll(1, dims=0), None, temperature=0.05)
+    assert aligned < 0.05 < 5.0 < shuffled
+    # A hard negative identical to the positive caps the best reachable loss at log 2.
+    assert info_nce(q, q, q.clone(), temperature=0.05) >= math.log(2) - 1e-4
+    # With process offsets: this process's queries match positives [rank*B, (rank+1)*B).
+    manual = torch.nn.functional.cross_entropy(
+        torch.nn.functional.normalize(q, dim=-1) @ torch.nn.functional.normalize(q.roll(1, 0), dim=-1).T / 0.1,
+        torch.arange(6))
+    torch.testing.assert_close(info_nce(q, q.roll(1, 0), None, 0.1), manual)
+
+
+def test_dropout_is_the_augmentation(tiny_llama, tmp_path):
+    config = load_config("simcse", None, dict(base_model=str(tiny_llama), train_file=sample_path("fortunes.txt"),
+                                              output_dir=str(tmp_path), max_length=32))
+    encoder = load_encoder(config)
+    attention = [m for m in encoder.model.modules() if hasattr(m, "attention_dropout")]
+    assert attention and all(m.attention_dropout == 0.3 for m in attention)
+    assert encoder.model.peft_config["default"].lora_dropout == 0.3
+    features = encoder.tokenize(TEXTS + TEXTS)
+    encoder.train()
+    with torch.no_grad():
+        first, second = encoder(features).chunk(2)
+        again = encoder(features)[:3]
+    assert not torch.allclose(first, second, atol=1e-4)  # two views of a text differ ...
+    assert not torch.allclose(first, again, atol=1e-4)  # ... and so do two passes
+    encoder.eval()
+    with torch.no_grad():
+        first, second = encoder(features).chunk(2)
+    torch.testing.assert_close(first, second)  # without dropout the views coincide
+
+
+def test_simcse_loss_falls_and_result_loads(tiny_llama, tmp_path):
+    out = tmp_path / "simcse"
+    config = load_config("simcse", None, dict(
+        base_model=str(tiny_llama), train_file=sample_path("fortunes.txt"), output_dir=str(out), max_steps=16,
+        batch_size=8, max_length=32, learning_rate=2e-3, save_steps=0, progress_bar=False,
+        # A random tiny model tells texts apart so easily that at 0.05 the loss starts near 0.
+        temperature=0.2))
+    result = train("simcse", config)
+    metrics = pd.read_csv(result.metrics_file)
+    first, last = metrics.loss.head(4).mean(), metrics.loss.tail(4).mean()
+    assert last < 0.7 * first, (first, last)
+    assert result.merged_dir == str(out)
+    merged = LLM2Vec.from_pretrained(str(out)).encode(TEXTS, show_progress_bar=False)
+    chained = LLM2Vec.from_pretrained(str(out / "adapter")).encode(TEXTS, show_progress_bar=False)
+    torch.testing.assert_close(merged, chained, rtol=1e-4, atol=1e-4)
+
+
+def test_instructions_go_to_queries_only():
+    cfg = load_config("supervised", None, dict(base_model="m", train_file="t.jsonl", output_dir="o",
+                                               instructions={"nq": "Retrieve passages"}, default_instruction=""))
+    fake = SimpleNamespace(config=cfg, triples=[])
+    assert SupervisedTask.query_input(fake, "who wrote it", "nq") == ["Retrieve passages", "who wrote it"]
+    assert SupervisedTask.query_input(fake, "who wrote it", "other") == "who wrote it"
+    cfg.default_instruction = "Find text"
+    assert SupervisedTask.query_input(fake, "q", "other") == ["Find text", "q"]
+
+
+def test_supervised_loss_with_hard_negatives_falls(tiny_llama, tmp_path):
+    out = tmp_path / "supervised"
+    config = load_config("supervised", sample_path("supervised.json"), dict(
+        base_model=str(tiny_llama), output_dir=str(out), max_steps=24, batch_size=8, max_length=48,
+        learning_rate=2e-3, warmup_steps=0, save_steps=0, merge_output=False, progress_bar=False))
+    result = train("supervised", config)
+    metrics = pd.read_csv(result.metrics_file)
+    first, last = metrics.loss.head(6).mean(), metrics.loss.tail(6).mean()
+    assert last < 0.7 * first, (first, last)
+    assert result.merged_dir is None and not (out / "model.safetensors").exists()
+    encoder = LLM2Vec.from_pretrained(str(out / "adapter"))
+    assert encoder.pooling_mode == "mean" and encoder.max_length == 48
+
+
+@pytest.mark.parametrize("stage", ["simcse", "supervised"])
+def test_missing_data_fails_before_loading_the_model(stage, tmp_path):
+    from l2v_core.training import DataError
+
+    config = load_config(stage, None, dict(base_model=str(tmp_path / "no-model"), train_file=str(tmp_path / "none.jsonl"),
+                                           output_dir=str(tmp_path / "o")))
+    with pytest.raises(DataError, match="Training data file not found"):
+        train(stage, config)
+
+
+def test_tiny_corpus_smaller_than_a_batch_is_refused(tiny_llama, tmp_path):
+    from l2v_core.training import DataError
+
+    data = tmp_path / "few.txt"
+    data.write_text("\n".join(tiny.CORPUS[:3]))
+    config = load_config("simcse", None, dict(base_model=str(tiny_llama), train_file=str(data),
+                                              output_dir=str(tmp_path / "o"), batch_size=8))
+    with pytest.raises(DataError, match="fewer than 8 items"):
+        train("simcse", config)
+
+
+def test_bf16_checkpointing_and_accumulation(tiny_llama, tmp_path):
+    config = load_config("simcse", None, dict(
+        base_model=str(tiny_llama), train_file=sample_path("fortunes.txt"), output_dir=str(tmp_path / "run"),
+        max_steps=2, batch_size=4, max_length=16, gradient_accumulation_steps=2, bf16=True,
+        gradient_checkpointing=True, save_steps=0, merge_output=False, progress_bar=False))
+    assert load_encoder(config).model.get_base_model().is_activation_checkpointing
+    result = train("simcse", config)
+    metrics = pd.read_csv(result.metrics_file)
+    assert metrics.step.tolist() == [1, 2] and metrics.loss.map(math.isfinite).all()
+    # Two micro-batches of 4 texts, each text twice, at most 16 tokens.
+    assert (metrics.tokens > 8 * 2).all() and (metrics.tokens <= 2 * 8 * 16).all()
