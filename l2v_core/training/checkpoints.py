@@ -8,6 +8,7 @@ killed while saving leaves the previous checkpoint intact and never a half one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -20,6 +21,7 @@ import torch
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^step-(\d+)$")
+logger = logging.getLogger(__name__)
 
 
 def checkpoint_root(output_dir: str) -> Path:
@@ -103,8 +105,15 @@ def load_checkpoint(path: Path, accelerator, peft_model, optimizer, scheduler) -
                            "was it written with different LoRA settings?")
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    with open(path / STATE_FILE) as f:
+        state = json.load(f)
     rng_file = path / f"rng_{accelerator.process_index}.pt"
     if rng_file.is_file():
         set_rng_state(torch.load(rng_file, weights_only=False))
-    with open(path / STATE_FILE) as f:
-        return json.load(f)
+    saved = state.get("processes")
+    if saved is not None and saved != accelerator.num_processes and accelerator.is_main_process:
+        # Weights, optimizer and data order carry over; random draws (dropout) are per process.
+        logger.warning("Checkpoint %s was written by %d process(es), resuming on %d: the data order is kept, "
+                       "random draws such as dropout masks differ from an uninterrupted run",
+                       path, saved, accelerator.num_processes)
+    return state

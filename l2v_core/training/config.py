@@ -28,7 +28,10 @@ ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_at
 PATH_KEYS = ("base_model", "train_file", "output_dir", "mntp_adapter")
 # Keys a resumed run may change without changing the result of the steps already taken.
 RESUMABLE_CHANGES = {"max_steps", "save_steps", "save_total_limit", "merge_output", "resume", "progress_bar",
-                     "output_dir"}
+                     "output_dir", "gradcache_chunk_size"}
+# Keys that split the global batch over processes: a resumed run may change them (to run on
+# another number of processes) as long as the global batch stays the same.
+BATCH_LAYOUT = {"batch_size", "global_batch_size", "processes"}
 
 
 class ConfigError(ValueError):
@@ -44,6 +47,9 @@ class TrainConfig:
     output_dir: str = ""
     max_steps: int = 1000  # optimizer steps
     batch_size: int = 32  # per process; the global batch is batch_size x processes
+    # Items per micro-batch over all processes; when set, it replaces batch_size (each process
+    # takes global_batch_size / processes), so the same config trains alike on any number of processes.
+    global_batch_size: int | None = None
     gradient_accumulation_steps: int = 1
     max_length: int = 512  # tokens per text
     learning_rate: float = 5e-5
@@ -80,6 +86,8 @@ class TrainConfig:
             if not getattr(self, key):
                 raise ConfigError(f"`{key}` is required for {self.stage} training")
         _positive(self, "max_steps", "batch_size", "gradient_accumulation_steps", "max_length", "lora_r", "lora_alpha")
+        if self.global_batch_size is not None:
+            _positive(self, "global_batch_size")
         _non_negative(self, "weight_decay", "warmup_steps", "max_grad_norm", "save_steps", "save_total_limit", "seed")
         if not self.learning_rate > 0:
             raise ConfigError(f"`learning_rate` must be > 0, got {self.learning_rate}")
@@ -93,6 +101,19 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def process_batch_size(self, num_processes: int) -> int:
+        """Items per process in a micro-batch: ``batch_size``, or ``global_batch_size`` split evenly."""
+        if self.global_batch_size is None:
+            return self.batch_size
+        if self.global_batch_size % num_processes:
+            raise ConfigError(f"`global_batch_size` {self.global_batch_size} does not split evenly over {num_processes} "
+                              f"processes; use a multiple of {num_processes}")
+        return self.global_batch_size // num_processes
+
+    def global_batch(self, num_processes: int) -> int:
+        """Items per micro-batch over all processes (what the data order depends on)."""
+        return self.process_batch_size(num_processes) * num_processes
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -130,12 +151,17 @@ class ContrastiveConfig(TrainConfig):
     temperature: float = 0.05  # cosine similarities are divided by it
     attention_dropout: float = 0.0
     merge_output: bool = True
+    # GradCache: texts per forward pass; the loss still contrasts the whole batch, with the same
+    # gradients, but activation memory is that of one chunk. None: the whole batch in one pass.
+    gradcache_chunk_size: int | None = None
 
     stage = "contrastive"
 
     def validate(self) -> None:
         super().validate()
         _choice(self, "pooling_mode", POOLING_MODES)
+        if self.gradcache_chunk_size is not None:
+            _positive(self, "gradcache_chunk_size")
         if not self.temperature > 0:
             raise ConfigError(f"`temperature` must be > 0, got {self.temperature}")
         _probability(self, "attention_dropout")

@@ -3,7 +3,9 @@
 Both pool with the encoder (``LLM2Vec.tokenize`` + ``LLM2Vec.forward``) and train a
 fresh LoRA, on top of the base model with the MNTP adapter merged into it, with an
 InfoNCE loss over cosine similarities. Every text of a step goes through the model
-in one forward pass (one call per step is also what DistributedDataParallel needs).
+in one forward pass (one call per step is also what DistributedDataParallel needs),
+unless ``gradcache_chunk_size`` is set: then GradCache (see ``gradcache.py``) embeds the
+batch in chunks and backpropagates chunk by chunk, with the gradients of the one pass.
 On several processes the documents of all processes are gathered, with gradients,
 so each query is contrasted with the whole global batch.
 """
@@ -16,8 +18,9 @@ import torch.nn.functional as F
 
 from ..bidirectional import make_bidirectional
 from ..encoder import LLM2Vec
-from .config import ContrastiveConfig, SimCSEConfig, SupervisedConfig
+from .config import ConfigError, ContrastiveConfig, SimCSEConfig, SupervisedConfig
 from .data import BatchSchedule, load_texts, load_triples
+from .gradcache import cached_backward, chunked
 from .loop import Task, TrainResult, run
 from .modeling import (add_lora, base_model_path, enable_checkpointing, model_kwargs, model_reference, save_adapter, save_merged, set_attention_dropout,
                        trainable_copy)
@@ -93,15 +96,37 @@ class ContrastiveTask(Task):
     def __init__(self, config: ContrastiveConfig, accelerator):
         self.config = config
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
+        if config.gradcache_chunk_size is not None and getattr(accelerator, "distributed_type", None) == "DEEPSPEED":
+            # DeepSpeed's engine counts backward calls as micro-steps; GradCache makes one per chunk.
+            raise ConfigError("gradcache_chunk_size does not work under DeepSpeed; launch with DDP "
+                              "(accelerate launch / torchrun without a DeepSpeed config)")
         self.encoder = load_encoder(config)
         self.peft_model = self.encoder.model
         # The whole encoder is the module handed to accelerate: under DDP its forward (pooling
         # included) is the one wrapped call, and ``encoder.model`` stays the plain peft model.
         self.module = self.encoder
 
-    def embed(self, module, texts: list) -> tuple[torch.Tensor, int]:
-        features = self.encoder.tokenize(texts)
-        return module(features), int(features["attention_mask"].sum())
+    def inputs(self, batch: dict) -> list:
+        """Every text of the batch, in the order ``contrast`` expects their embeddings."""
+        raise NotImplementedError
+
+    def contrast(self, reps: torch.Tensor, batch: dict) -> torch.Tensor:
+        """The loss of ``batch`` from the embeddings of ``inputs(batch)``."""
+        raise NotImplementedError
+
+    def loss(self, module, batch: dict) -> tuple[torch.Tensor, int]:
+        features = self.encoder.tokenize(self.inputs(batch))
+        return self.contrast(module(features), batch), int(features["attention_mask"].sum())
+
+    def backward(self, module, batch: dict, accelerator) -> tuple[torch.Tensor, int]:
+        size = self.config.gradcache_chunk_size
+        if size is None:
+            return super().backward(module, batch, accelerator)
+        # Tokenized once per chunk: both GradCache passes must see identical inputs.
+        features = [self.encoder.tokenize(list(chunk)) for chunk in chunked(self.inputs(batch), size)]
+        loss = cached_backward(module, features, lambda reps: self.contrast(reps, batch), accelerator.backward,
+                               lambda: accelerator.no_sync(module), device=self.encoder.device)
+        return loss, sum(int(f["attention_mask"].sum()) for f in features)
 
     def save(self, output_dir: str) -> dict[str, str | None]:
         self.encoder.eval()
@@ -118,18 +143,19 @@ class SimCSETask(ContrastiveTask):
     def __init__(self, config: SimCSEConfig, accelerator):
         # Data first: a bad file fails before the model is loaded.
         self.texts = load_texts(config.train_file, config.text_field)
-        self.schedule = BatchSchedule(len(self.texts), config.batch_size * accelerator.num_processes, config.seed)
+        self.schedule = BatchSchedule(len(self.texts), config.global_batch(accelerator.num_processes), config.seed)
         super().__init__(config, accelerator)
 
     def batch(self, items: list[int], index: int) -> dict:
         return {"texts": [self.texts[i] for i in items]}
 
-    def loss(self, module, batch: dict) -> tuple[torch.Tensor, int]:
-        texts = batch["texts"]
-        # Both views in one pass: each row draws its own dropout mask, so the copies differ.
-        reps, tokens = self.embed(module, texts + texts)
-        n = len(texts)
-        return info_nce(reps[:n], reps[n:], None, self.config.temperature, self.rank, self.world), tokens
+    def inputs(self, batch: dict) -> list:
+        # Each text twice: every row draws its own dropout mask, so the two views differ.
+        return batch["texts"] + batch["texts"]
+
+    def contrast(self, reps: torch.Tensor, batch: dict) -> torch.Tensor:
+        n = len(batch["texts"])
+        return info_nce(reps[:n], reps[n:], None, self.config.temperature, self.rank, self.world)
 
 
 class SupervisedTask(ContrastiveTask):
@@ -142,7 +168,7 @@ class SupervisedTask(ContrastiveTask):
             logger.warning("No instruction for dataset(s) %s; their queries use default_instruction %r",
                            unknown, config.default_instruction)
         groups = [t.dataset for t in self.triples] if config.homogeneous_batches else None
-        self.schedule = BatchSchedule(len(self.triples), config.batch_size * accelerator.num_processes, config.seed, groups)
+        self.schedule = BatchSchedule(len(self.triples), config.global_batch(accelerator.num_processes), config.seed, groups)
         super().__init__(config, accelerator)
 
     def query_input(self, query: str, dataset: str):
@@ -155,11 +181,12 @@ class SupervisedTask(ContrastiveTask):
         return {"queries": [self.query_input(r.query, r.dataset) for r in rows],
                 "positives": [r.positive for r in rows], "negatives": [r.negative for r in rows]}
 
-    def loss(self, module, batch: dict) -> tuple[torch.Tensor, int]:
+    def inputs(self, batch: dict) -> list:
+        return batch["queries"] + batch["positives"] + batch["negatives"]
+
+    def contrast(self, reps: torch.Tensor, batch: dict) -> torch.Tensor:
         n = len(batch["queries"])
-        reps, tokens = self.embed(module, batch["queries"] + batch["positives"] + batch["negatives"])
-        loss = info_nce(reps[:n], reps[n:2 * n], reps[2 * n:], self.config.temperature, self.rank, self.world)
-        return loss, tokens
+        return info_nce(reps[:n], reps[n:2 * n], reps[2 * n:], self.config.temperature, self.rank, self.world)
 
 
 def train_simcse(config: SimCSEConfig) -> TrainResult:

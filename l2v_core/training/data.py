@@ -130,7 +130,7 @@ class BatchSchedule:
             what = "every dataset has" if groups is not None else "the data has"
             raise DataError(
                 f"Not one full batch: {what} fewer than {global_batch} items "
-                f"(batch_size x processes x 1); got {num_items} items"
+                f"(batch_size x processes, or global_batch_size); got {num_items} items"
                 + (f" in groups of {sorted(len(v) for v in self.groups.values())}" if groups is not None else "")
                 + ". Lower batch_size or add data."
             )

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import RESUMABLE_CHANGES, ConfigError, TrainConfig
+from .config import BATCH_LAYOUT, RESUMABLE_CHANGES, ConfigError, TrainConfig
 from .data import BatchSchedule
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,16 @@ class Task:
     def loss(self, module: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
         """The scalar loss of ``batch`` and the number of real (non-pad) tokens in it."""
         raise NotImplementedError
+
+    def backward(self, module: torch.nn.Module, batch: dict, accelerator) -> tuple[torch.Tensor, int]:
+        """Accumulate the gradients of ``batch``'s loss; return (loss, tokens) as ``loss`` does.
+
+        Tasks that cannot backpropagate their loss in one call (GradCache) override this;
+        they must go through ``accelerator.backward`` for loss scaling and accumulation.
+        """
+        loss, tokens = self.loss(module, batch)
+        accelerator.backward(loss)
+        return loss, tokens
 
     def save(self, output_dir: str) -> dict[str, str | None]:
         """Write the trained result; return {"adapter_dir": ..., "merged_dir": ...}."""
@@ -94,8 +104,18 @@ class MetricsLog:
             csv.writer(f).writerow([step, f"{loss:.6g}", f"{lr:.6g}", tokens, f"{seconds:.4f}"])
 
 
-def _check_resume(config: TrainConfig, out: Path) -> Path | None:
-    """The checkpoint to resume from, after checking the saved run used the same settings."""
+def _run_record(config: TrainConfig, num_processes: int) -> dict:
+    """What ``l2v_train.json`` holds: the stage, every setting, and how the batch was split."""
+    return json.loads(json.dumps({"stage": config.stage, **config.to_dict(), "processes": num_processes,
+                                  "global_batch": config.global_batch(num_processes)}))
+
+
+def _check_resume(config: TrainConfig, out: Path, num_processes: int) -> Path | None:
+    """The checkpoint to resume from, after checking the saved run used the same settings.
+
+    The number of processes may change (the adapter, optimizer and data order do not depend
+    on it) as long as the global batch stays the same: the data order is drawn per global batch.
+    """
     latest = latest_checkpoint(str(out))
     if latest is None:
         return None
@@ -108,8 +128,21 @@ def _check_resume(config: TrainConfig, out: Path) -> Path | None:
     if saved_file.is_file():
         with open(saved_file) as f:
             saved = json.load(f)
-        now = json.loads(json.dumps({"stage": config.stage, **config.to_dict()}))
-        changed = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+        now = _run_record(config, num_processes)
+        ignored = RESUMABLE_CHANGES | BATCH_LAYOUT
+        if "global_batch" not in saved:  # recorded before the batch layout was: compare per-process settings
+            ignored = RESUMABLE_CHANGES | {"processes", "global_batch"}
+        elif saved["global_batch"] != now["global_batch"]:
+            wanted = saved["global_batch"]
+            split = (f" (or batch_size {wanted // num_processes} per process)" if wanted % num_processes == 0
+                     else f"; {wanted} does not split over {num_processes} processes, use a number that divides it")
+            raise ConfigError(
+                f"Cannot resume the run in {out}: its global batch was {wanted} ({saved['processes']} process(es)), "
+                f"now it would be {now['global_batch']} ({num_processes} process(es) x batch_size "
+                f"{config.process_batch_size(num_processes)}). The data order depends on the global batch: "
+                f"set global_batch_size {wanted}{split}."
+            )
+        changed = sorted(k for k in set(saved) | set(now) if k not in ignored and saved.get(k) != now.get(k))
         if changed:
             details = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
             raise ConfigError(
@@ -119,10 +152,10 @@ def _check_resume(config: TrainConfig, out: Path) -> Path | None:
     return latest
 
 
-def _write_run_config(config: TrainConfig, out: Path) -> None:
+def _write_run_config(config: TrainConfig, out: Path, num_processes: int) -> None:
     tmp = out / f"{RUN_CONFIG}.tmp"
     with open(tmp, "w") as f:
-        json.dump({"stage": config.stage, **config.to_dict()}, f, indent=2)
+        json.dump(_run_record(config, num_processes), f, indent=2)
     os.replace(tmp, out / RUN_CONFIG)
 
 
@@ -146,10 +179,10 @@ def run(config: TrainConfig, build_task) -> TrainResult:
 
     accelerator = make_accelerator(config)
     out = Path(config.output_dir)
-    resume_from = _check_resume(config, out)
+    resume_from = _check_resume(config, out, accelerator.num_processes)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        _write_run_config(config, out)
+        _write_run_config(config, out, accelerator.num_processes)
 
     set_seed(config.seed)
     task: Task = build_task(config, accelerator)
@@ -185,8 +218,7 @@ def run(config: TrainConfig, build_task) -> TrainResult:
             index = step * accum + micro
             batch = task.batch(task.schedule.local_batch(index, rank, world), index)
             with accelerator.accumulate(module), accelerator.autocast():
-                loss, tokens = task.loss(module, batch)
-                accelerator.backward(loss)
+                loss, tokens = task.backward(module, batch, accelerator)
                 if accelerator.sync_gradients and config.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()
@@ -209,7 +241,7 @@ def run(config: TrainConfig, build_task) -> TrainResult:
         done = step + 1
         if done == config.max_steps or (config.save_steps and done % config.save_steps == 0):
             save_checkpoint(str(out), done, accelerator, task.peft_model, optimizer,
-                            scheduler, {"seconds": elapsed, "stage": config.stage},
+                            scheduler, {"seconds": elapsed, "stage": config.stage, "processes": world},
                             keep=config.save_total_limit)
     bar.close()
 

@@ -134,7 +134,7 @@ class MNTPTask(Task):
         mask_token, self.mask_token_id = resolve_mask_token(self.tokenizer, config.mask_token)
         self.collator = make_collator(self.tokenizer, mask_token, config.mask_probability)
         self.examples = tokenize_corpus(texts, self.tokenizer, config.max_length, config.line_by_line)
-        self.schedule = BatchSchedule(len(self.examples), config.batch_size * accelerator.num_processes, config.seed)
+        self.schedule = BatchSchedule(len(self.examples), config.global_batch(accelerator.num_processes), config.seed)
 
         lm = loading.load_base_model(source, model_class=AutoModelForCausalLM, **model_kwargs(config))
         lm = trainable_copy(lm)
