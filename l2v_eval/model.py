@@ -1,0 +1,312 @@
+"""The model side of an evaluation: what a ``--model`` path is, its identity, and the
+mteb encoder that wraps it.
+
+A path may be an l2v / llm2vec directory, a ``.gguf`` file, a base model plus peft
+adapters, or any sentence-transformers directory (so encoder baselines land in the
+same tables). l2v's own converted directories also carry ``modules.json``, with a
+module type from ``l2v_core.``; those load through :class:`l2v_core.LLM2Vec`, plain
+sentence-transformers directories through ``SentenceTransformer``.
+
+The identity (mteb ``ModelMeta`` name + revision) is computed from file metadata
+without loading anything, so finished work can be skipped before paying for a load.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mteb.models.abs_encoder import AbsEncoder, get_prompt_name
+from mteb.models.model_meta import ModelMeta, ScoringFunction
+
+from .tasks.instructions import Instructions, load_instructions
+
+logger = logging.getLogger(__name__)
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+KINDS = ("l2v", "sentence-transformers", "gguf", "hf")
+
+
+class ModelSpecError(ValueError):
+    """The model arguments do not describe a loadable model."""
+
+
+class ModelLoadFailed(RuntimeError):
+    """The model could not be loaded; no task can run, so the evaluation stops."""
+
+
+def detect_kind(path: str) -> str:
+    """``sentence-transformers`` for a plain ST directory, ``l2v`` for l2v's converted
+    directories, ``gguf`` for a GGUF file, ``hf`` for anything LLM2Vec loads itself (an HF
+    decoder directory, an llm2vec directory, an adapter-only MNTP checkpoint or a hub id)."""
+    p = Path(path)
+    if str(path).endswith(".gguf"):
+        if not p.is_file():
+            raise ModelSpecError(f"GGUF file not found: {str(path)!r}")
+        return "gguf"
+    if not p.exists():
+        looks_like_hub_id = str(path).count("/") == 1 and not str(path).startswith((".", "/", "~"))
+        if looks_like_hub_id:
+            return "hf"  # resolved from the local Hugging Face cache by transformers
+        raise ModelSpecError(f"Model path does not exist: {str(path)!r}")
+    if not p.is_dir():
+        raise ModelSpecError(f"Model path must be a directory or a .gguf file: {str(path)!r}")
+    modules = p / "modules.json"
+    if modules.is_file():
+        try:
+            entries = json.loads(modules.read_text())
+        except json.JSONDecodeError as err:
+            raise ModelSpecError(f"{modules} is not valid JSON: {err}") from None
+        if any(str(m.get("type", "")).startswith("l2v_core.") for m in entries):
+            return "l2v"
+        return "sentence-transformers"
+    return "hf"
+
+
+def _fingerprint(paths: list[str]) -> str:
+    """Hash of the names, sizes and modification times of every file under ``paths``.
+
+    Cheap (no weights are read) and changes whenever a checkpoint is rewritten, so two
+    local models with the same directory name never share a result folder.
+    """
+    h = hashlib.sha1()
+    for root in paths:
+        p = Path(root)
+        if not p.exists():
+            h.update(f"hub:{root}".encode())
+            continue
+        files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and ".cache" not in f.parts)
+        for f in files:
+            st = f.stat()
+            rel = f.name if p.is_file() else str(f.relative_to(p))
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:12]
+
+
+_GENERIC_DIR_NAMES = {"model", "models", "final", "output", "outputs", "merged", "encoder", "adapter"}
+
+
+def _display_name(path: str) -> str:
+    """The file stem or directory name; a generic one (``model``, ``final``, ...) gets its parent's name too."""
+    p = Path(path).resolve() if Path(path).exists() else Path(path)
+    name = p.stem if p.suffix == ".gguf" else (p.name or str(path))
+    if name.lower() in _GENERIC_DIR_NAMES and p.parent.name:
+        name = f"{p.parent.name}-{name}"
+    return name
+
+
+@dataclass
+class ModelSpec:
+    """Everything that decides which vectors a model produces, validated up front."""
+
+    path: str
+    peft: tuple[str, ...] = ()
+    pooling: str | None = None
+    max_length: int | None = None
+    device: str | None = None
+    dtype: str | None = None
+    name: str | None = None
+    instructions: Instructions = field(default_factory=lambda: load_instructions("default"))
+
+    def __post_init__(self) -> None:
+        self.path = os.fspath(self.path)
+        self.peft = tuple(os.fspath(a) for a in self.peft)
+        self.kind = detect_kind(self.path)
+        for adapter in self.peft:
+            if not (Path(adapter) / "adapter_config.json").is_file():
+                raise ModelSpecError(f"--peft {adapter!r} is not a peft adapter directory (no adapter_config.json)")
+        if self.kind == "sentence-transformers" and (self.peft or self.pooling):
+            raise ModelSpecError(
+                f"{self.path!r} is a sentence-transformers model; --peft and --pooling apply only to decoder models"
+            )
+        if self.pooling is not None:
+            from l2v_core import POOLING_MODES
+
+            if self.pooling not in POOLING_MODES:
+                raise ModelSpecError(f"Unknown pooling {self.pooling!r}; choose one of {', '.join(POOLING_MODES)}")
+        if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 1):
+            raise ModelSpecError(f"max_length must be a positive integer, got {self.max_length!r}")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ModelSpecError(f"Unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        if self.name is not None and "/" not in self.name:
+            raise ModelSpecError(f"A model name must look like 'organization/name', got {self.name!r}")
+        # Fixed now: the files as they are when the run starts identify its results.
+        self._revision = _fingerprint([self.path, *self.peft])
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def model_name(self) -> str:
+        if self.name:
+            return self.name
+        if self.kind == "hf" and not Path(self.path).exists():
+            base = self.path  # a hub id already has the organization/name form
+        else:
+            base = f"local/{_display_name(self.path)}"
+        return "+".join([base, *(_display_name(a) for a in self.peft)])
+
+    @property
+    def revision(self) -> str:
+        return self._revision
+
+    @property
+    def experiment_kwargs(self) -> dict[str, Any] | None:
+        """Settings that change the vectors, recorded only where they differ from the model's own.
+
+        mteb stores such runs under ``experiments/<kwargs>`` next to the plain run, so
+        e.g. a run without instructions never overwrites the default one.
+        """
+        kwargs: dict[str, Any] = {}
+        if self.instructions.label != "default":
+            kwargs["instructions"] = self.instructions.label
+        if self.pooling is not None:
+            kwargs["pooling"] = self.pooling
+        if self.max_length is not None:
+            kwargs["max_length"] = self.max_length
+        if self.dtype is not None:
+            kwargs["dtype"] = self.dtype
+        return kwargs or None
+
+    @property
+    def experiment(self) -> str:
+        return ModelMeta.create_empty({"experiment_kwargs": self.experiment_kwargs}).experiment_name or ""
+
+    def model_meta(self) -> ModelMeta:
+        similarity = ScoringFunction.COSINE
+        if self.kind == "sentence-transformers":
+            config = Path(self.path) / "config_sentence_transformers.json"
+            if config.is_file():
+                saved = json.loads(config.read_text()).get("similarity_fn_name")
+                similarity = ScoringFunction(saved) if saved else similarity
+        framework = {"sentence-transformers": ["Sentence Transformers", "PyTorch"], "gguf": ["LLM2Vec", "GGUF"]}
+        return ModelMeta.create_empty(
+            {
+                "name": self.model_name,
+                "revision": self.revision,
+                "similarity_fn_name": similarity,
+                "framework": framework.get(self.kind, ["LLM2Vec", "PyTorch"]),
+                "use_instructions": self.instructions.label != "none",
+                "open_weights": True,
+                "max_tokens": self.max_length,
+                "experiment_kwargs": self.experiment_kwargs,
+                "modalities": ["text"],
+            }
+        )
+
+    # ------------------------------------------------------------------ loading
+    def resolved_device(self) -> str:
+        if self.device and self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def torch_dtype(self):
+        import torch
+
+        name = self.dtype
+        if name in (None, "auto"):
+            # bf16 halves memory on GPUs; CPUs here have no bf16 units, fp32 is several times faster.
+            name = "bfloat16" if self.resolved_device().startswith("cuda") else "float32"
+        return getattr(torch, name)
+
+    def load(self):
+        """The loaded model: an ``l2v_core.LLM2Vec`` or a ``SentenceTransformer``."""
+        device = self.resolved_device()
+        if self.kind == "sentence-transformers":
+            from sentence_transformers import SentenceTransformer
+
+            kwargs = {"model_kwargs": {"dtype": self.torch_dtype()}} if self.dtype else {}
+            return SentenceTransformer(self.path, device=device, trust_remote_code=False, **kwargs)
+        from l2v_core import LLM2Vec
+
+        model = LLM2Vec.from_pretrained(
+            self.path,
+            peft_model_name_or_path=list(self.peft) or None,
+            pooling_mode=self.pooling,
+            max_length=self.max_length,
+            dtype=self.torch_dtype(),
+        )
+        model.model.to(device)
+        return model
+
+
+class L2VEncoder(AbsEncoder):
+    """mteb encoder for any :class:`ModelSpec`; the model loads on first use.
+
+    Decoder models get ``[instruction, text]`` pairs so LLM2Vec leaves the instruction
+    tokens out of the pooled vector; sentence-transformers models get the instruction as
+    an ST prompt (with ``default`` instructions, the model's own configured prompts).
+    """
+
+    def __init__(self, spec: ModelSpec, *, batch_size: int = 32, show_progress_bar: bool = True):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.spec = spec
+        self.batch_size = batch_size
+        self.show_progress_bar = show_progress_bar
+        self.mteb_model_meta = spec.model_meta()
+        self._model = None
+        self._load_error: ModelLoadFailed | None = None
+        self._warned_empty = False
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def model(self):
+        if self._model is None:
+            if self._load_error is not None:
+                raise self._load_error
+            logger.info("Loading %s (%s) from %s", self.spec.model_name, self.spec.kind, self.spec.path)
+            try:
+                self._model = self.spec.load()
+            except Exception as err:
+                self._load_error = ModelLoadFailed(f"Could not load model {self.spec.path!r}: {err}")
+                raise self._load_error from err
+        return self._model
+
+    def _texts(self, inputs) -> list[str]:
+        texts: list[str] = []
+        for batch in inputs:
+            if "text" in batch:
+                texts.extend(batch["text"])
+            else:  # documents given as title + body only: join them as mteb does
+                titles = batch.get("title") or [""] * len(batch["body"])
+                texts.extend(f"{t} {b}".strip() for t, b in zip(titles, batch["body"], strict=True))
+        empty = [i for i, t in enumerate(texts) if not t]
+        if empty:
+            # LLM2Vec refuses empty strings; real corpora contain a few empty documents.
+            if not self._warned_empty:
+                logger.warning("%d empty text(s) in the task data (first at index %d) are encoded as a single space",
+                               len(empty), empty[0])
+                self._warned_empty = True
+            for i in empty:
+                texts[i] = " "
+        return texts
+
+    def encode(self, inputs, *, task_metadata, hf_split: str, hf_subset: str, prompt_type=None, **kwargs: Any):
+        texts = self._texts(inputs)
+        batch_size = int(kwargs.get("batch_size") or self.batch_size)
+        show = bool(kwargs.get("show_progress_bar", self.show_progress_bar))
+        model = self.model
+        if self.spec.kind == "sentence-transformers":
+            if self.spec.instructions.label == "default":
+                name = get_prompt_name(getattr(model, "prompts", None) or None, task_metadata, prompt_type)
+                prompt_kwargs = {"prompt_name": name} if name else {}
+            else:
+                instruction = self.spec.instructions.for_task(task_metadata, prompt_type)
+                prompt_kwargs = {"prompt": instruction} if instruction else {}
+            vectors = model.encode(texts, batch_size=batch_size, show_progress_bar=show,
+                                   convert_to_numpy=True, **prompt_kwargs)
+        else:
+            instruction = self.spec.instructions.for_task(task_metadata, prompt_type)
+            vectors = model.encode([[instruction, t] for t in texts], batch_size=batch_size,
+                                   show_progress_bar=show, convert_to_numpy=True,
+                                   device=self.spec.resolved_device())
+        return np.asarray(vectors, dtype=np.float32)

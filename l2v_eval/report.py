@@ -1,0 +1,224 @@
+"""Markdown + HTML report of a results folder, with matplotlib plots.
+
+The report holds: the models and their averages, a bar chart of task-type means per
+model, one bar chart per task type (per task), the per-task table, the probe curves
+(value against layer, per probe task and model) when the table has probe rows, and
+the failures. Both documents are built from one list of blocks, so they always agree.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import html
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .leaderboard import MEAN_TASK, MEAN_TYPE, build_leaderboard, model_labels, task_scores
+from .results import OK, atomic_write, load_results
+
+
+@dataclass
+class Block:
+    kind: str  # heading | text | table | image
+    content: object
+    level: int = 2
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower() or "plot"
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return ""
+    if isinstance(value, (bool,)):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    cols = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(_fmt(v).replace("|", "\\|") for v in row) + " |")
+    return "\n".join(lines)
+
+
+def html_table(frame: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
+                   for row in frame.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _bar_chart(data: pd.DataFrame, title: str, ylabel: str, path: Path) -> None:
+    """Grouped bars: one group per row of ``data`` (index), one bar per column (model)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    groups, models = list(data.index), list(data.columns)
+    width = 0.8 / max(len(models), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(groups) + 2), 4.5))
+    x = np.arange(len(groups))
+    for i, model in enumerate(models):
+        ax.bar(x + (i - (len(models) - 1) / 2) * width, data[model].astype(float).to_numpy(), width, label=model)
+    ax.set_xticks(x, [str(g) for g in groups], rotation=30 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _line_chart(frame: pd.DataFrame, title: str, ylabel: str, path: Path) -> None:
+    """Value against layer, one line per label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, group in frame.groupby("label", sort=True):
+        group = group.sort_values("layer")
+        ax.plot(group["layer"].astype(int), group["value"].astype(float), marker="o", label=str(label))
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _probe_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    rows = frame[(frame["status"] == OK) & frame["task"].str.startswith("probe-").fillna(False)
+                 & frame["layer"].notna()].copy()
+    if rows.empty:
+        return rows
+    # Plot each probe's main metric; a probe that flags none is plotted with all its metrics.
+    main = rows["is_main_score"].fillna(False).astype(bool)
+    has_main = main.groupby(rows["task"]).transform("any")
+    rows = rows[main | ~has_main]
+    rows["label"] = model_labels(rows)
+    # One value per (model, task, layer): the mean over splits/subsets, as for MTEB tasks.
+    return (rows.groupby(["label", "task", "layer", "metric"], as_index=False)["value"].mean())
+
+
+def build_blocks(frame: pd.DataFrame, out_dir: Path, title: str) -> list[Block]:
+    blocks = [Block("heading", title, 1),
+              Block("text", f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC from "
+                            f"{frame['model'].nunique()} model(s) and {frame['task'].nunique()} task(s). "
+                            "Scores are ×100.")]
+    matrix, types = task_scores(frame)
+    if not matrix.empty:
+        board = build_leaderboard(frame)
+        type_cols = sorted(set(types.values()))
+        blocks.append(Block("heading", "Summary"))
+        summary = board[["label", "model_revision", "n_tasks", "complete", MEAN_TASK, MEAN_TYPE, *type_cols]]
+        blocks.append(Block("table", summary.rename(columns={"label": "model", "model_revision": "revision"})))
+        incomplete = board[~board["complete"]]
+        if not incomplete.empty:
+            blocks.append(Block("text", "Averages are left empty for models missing tasks: "
+                                + "; ".join(f"{r.label} lacks {r.missing_tasks}" for r in incomplete.itertuples())))
+        # Type means are plotted over the tasks each model has, so partial runs still show.
+        scaled = matrix * 100
+        by_type = pd.DataFrame({ty: scaled[[t for t in scaled.columns if types[t] == ty]].mean(axis=1)
+                                for ty in type_cols}).T
+        name = "task_types.png"
+        _bar_chart(by_type, "Mean main score per task type", "score ×100", out_dir / name)
+        blocks.append(Block("image", (name, "Mean main score per task type")))
+
+        blocks.append(Block("heading", "Per task"))
+        for ty in type_cols:
+            tasks = [t for t in scaled.columns if types[t] == ty]
+            name = f"type_{_slug(ty)}.png"
+            _bar_chart(scaled[tasks].T, f"{ty}: main score per task", "score ×100", out_dir / name)
+            blocks.append(Block("heading", ty, 3))
+            blocks.append(Block("image", (name, f"{ty} tasks")))
+        per_task = scaled.T
+        per_task.insert(0, "type", [types[t] for t in per_task.index])
+        per_task = per_task.sort_values(["type"], kind="stable").reset_index(names="task")
+        blocks.append(Block("table", per_task))
+
+    probes = _probe_rows(frame)
+    if not probes.empty:
+        blocks.append(Block("heading", "Probes per layer"))
+        for task, group in probes.groupby("task", sort=True):
+            metric = ", ".join(sorted(group["metric"].unique()))
+            if group["metric"].nunique() > 1:
+                group = group.assign(label=group["label"] + " · " + group["metric"])
+            name = f"{_slug(task)}.png"
+            _line_chart(group, f"{task} ({metric}) by layer", metric, out_dir / name)
+            blocks.append(Block("heading", task, 3))
+            blocks.append(Block("image", (name, f"{task} by layer")))
+            best = group.loc[group.groupby("label")["value"].idxmax(), ["label", "layer", "value"]]
+            blocks.append(Block("table", best.rename(columns={"label": "model", "layer": "best layer",
+                                                              "value": metric})))
+
+    failures = frame[frame["status"] != OK]
+    if not failures.empty:
+        blocks.append(Block("heading", "Failures"))
+        fail = failures.assign(label=model_labels(failures))[["label", "task", "status", "error"]]
+        blocks.append(Block("table", fail.rename(columns={"label": "model"})))
+    return blocks
+
+
+def render_markdown(blocks: list[Block]) -> str:
+    parts = []
+    for b in blocks:
+        if b.kind == "heading":
+            parts.append("#" * b.level + " " + str(b.content))
+        elif b.kind == "text":
+            parts.append(str(b.content))
+        elif b.kind == "table":
+            parts.append(markdown_table(b.content))
+        elif b.kind == "image":
+            file, alt = b.content
+            parts.append(f"![{alt}]({file})")
+    return "\n\n".join(parts) + "\n"
+
+
+def render_html(blocks: list[Block], title: str) -> str:
+    parts = []
+    for b in blocks:
+        if b.kind == "heading":
+            parts.append(f"<h{b.level}>{html.escape(str(b.content))}</h{b.level}>")
+        elif b.kind == "text":
+            parts.append(f"<p>{html.escape(str(b.content))}</p>")
+        elif b.kind == "table":
+            parts.append(html_table(b.content))
+        elif b.kind == "image":
+            file, alt = b.content
+            parts.append(f'<img src="{html.escape(file)}" alt="{html.escape(alt)}">')
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+             "table{border-collapse:collapse;margin:1em 0;font-size:90%}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}")
+    return (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+
+
+def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike, title: str | None = None) -> Path:
+    """Write ``report.md``, ``report.html`` and the plots into ``out_dir``; returns the Markdown path."""
+    frame = load_results(results_dir)
+    if frame.empty:
+        raise ValueError(f"The results in {str(results_dir)!r} are empty; nothing to report")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    title = title or f"l2v evaluation report: {out_dir.name}"
+    blocks = build_blocks(frame, out_dir, title)
+    md_path = out_dir / "report.md"
+    atomic_write(md_path, lambda p: Path(p).write_text(render_markdown(blocks), encoding="utf-8"))
+    atomic_write(out_dir / "report.html", lambda p: Path(p).write_text(render_html(blocks, title), encoding="utf-8"))
+    return md_path

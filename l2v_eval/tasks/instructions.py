@@ -1,0 +1,116 @@
+"""Which instruction each task's texts get.
+
+``default`` is the LLM2Vec paper's table (``instructions.json``, one instruction per
+MTEB task, as published with the reference implementation). A task outside that table
+gets the instruction of the paper task it was adapted from (e.g. FEVERHardNegatives
+from FEVER), else the prompt mteb ships in its metadata, formatted the way mteb's own
+LLM2Vec wrapper formats it, else none (with a warning). ``none`` gives every text an empty instruction, and a
+JSON file (task name or task type → instruction) replaces the table outright.
+
+Retrieval documents never get an instruction: the paper puts it on queries only.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mteb.types import PromptType
+
+logger = logging.getLogger(__name__)
+
+PAPER_INSTRUCTIONS_FILE = Path(__file__).resolve().with_name("instructions.json")
+
+
+class InstructionsError(ValueError):
+    """An instructions file is missing or malformed."""
+
+
+def _read_table(path: Path) -> dict[str, str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            table = json.load(f)
+    except FileNotFoundError:
+        raise InstructionsError(f"Instructions file not found: {str(path)!r}") from None
+    except json.JSONDecodeError as err:
+        raise InstructionsError(f"Instructions file {str(path)!r} is not valid JSON: {err}") from None
+    if not isinstance(table, dict):
+        raise InstructionsError(
+            f"Instructions file {str(path)!r} must hold a JSON object mapping task names to instructions, "
+            f"got a {type(table).__name__}"
+        )
+    for key, value in table.items():
+        if not isinstance(value, str):
+            raise InstructionsError(
+                f"Instructions file {str(path)!r}: the instruction for {key!r} must be a string, "
+                f"got {type(value).__name__}"
+            )
+    return table
+
+
+def _paper_format(instruction: str) -> str:
+    """mteb's LLM2Vec wrapper ends every instruction with a colon; so do the paper's."""
+    if instruction and not instruction.endswith(":"):
+        instruction = instruction.strip(".") + ":"
+    return instruction
+
+
+@dataclass
+class Instructions:
+    """Resolves the instruction for a task and prompt type.
+
+    ``label`` names the choice in results: ``default``, ``none``, or ``file-<hash>`` (so
+    runs with different instructions land in different result folders).
+    """
+
+    label: str
+    table: Mapping[str, str] = field(default_factory=dict)
+    use_task_prompts: bool = False
+    _warned: set[str] = field(default_factory=set, repr=False)
+
+    def for_task(self, task_metadata, prompt_type: PromptType | None) -> str:
+        if prompt_type == PromptType.document:
+            return ""
+        name, task_type = task_metadata.name, task_metadata.type
+        if name in self.table:
+            return self.table[name]
+        if task_type in self.table:
+            return self.table[task_type]
+        if self.use_task_prompts:
+            # Newer versions of paper tasks (FEVERHardNegatives, STS22.v2, ...) keep the original's instruction.
+            for origin in task_metadata.adapted_from or ():
+                if origin in self.table:
+                    return self.table[origin]
+            prompt = task_metadata.prompt
+            if isinstance(prompt, dict):
+                prompt = prompt.get(prompt_type.value) if prompt_type else None
+            if prompt:
+                return _paper_format(prompt)
+        if self.label != "none" and name not in self._warned:
+            self._warned.add(name)
+            logger.warning("No instruction for task %s (instructions: %s); its texts are encoded without one",
+                           name, self.label)
+        return ""
+
+
+def load_instructions(spec: str | os.PathLike | None) -> Instructions:
+    """``default`` (or None), ``none``, or the path of a JSON file."""
+    if spec is None or str(spec) == "default":
+        return Instructions("default", _read_table(PAPER_INSTRUCTIONS_FILE), use_task_prompts=True)
+    if str(spec) == "none":
+        return Instructions("none")
+    path = Path(spec)
+    if not str(spec).endswith(".json") and not path.exists():
+        raise InstructionsError(f"--instructions must be 'default', 'none' or a JSON file, got {str(spec)!r}")
+    table = _read_table(path)
+    digest = hashlib.sha1(json.dumps(table, sort_keys=True).encode()).hexdigest()[:8]
+    return Instructions(f"file-{digest}", table)
+
+
+def paper_instructions() -> dict[str, str]:
+    """The LLM2Vec paper's task → instruction table."""
+    return _read_table(PAPER_INSTRUCTIONS_FILE)
