@@ -33,3 +33,27 @@ def test_torchrun_two_processes_match_single_process(tiny_llama, tmp_path, n):
     result = torch.load(out)
     single = LLM2Vec.from_pretrained(tiny_llama).encode(result["texts"], batch_size=3, show_progress_bar=False)
     assert torch.allclose(result["vectors"], single, atol=1e-5)
+
+
+def test_l2v_eval_under_torchrun_matches_one_process(tiny_llama, tmp_path):
+    """Two gloo ranks share the encoding of each task; the table rank 0 writes equals a
+    one-process run's."""
+    import pandas as pd
+
+    def run(cmd_prefix, out):
+        cmd = [*cmd_prefix, "-m", "l2v_eval.cli", "--model", str(tiny_llama), "--tasks", "L2VMiniSTS,L2VMiniRetrieval",
+               "--output", str(out), "--no-progress", "--batch-size", "4"]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-4000:]
+        return pd.read_parquet(out / "scores.parquet")
+
+    single = run([sys.executable], tmp_path / "one")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29611"]
+    # --no-python: torchrun starts `python -m l2v_eval.cli ...` on each rank as given
+    sharded = run([*launcher, "--no-python", sys.executable], tmp_path / "two")
+    key = ["task", "split", "subset", "metric"]
+    merged = single.merge(sharded, on=key, suffixes=("_one", "_two"))
+    assert len(merged) == len(single) == len(sharded)
+    assert (merged["value_one"] - merged["value_two"]).abs().max() < 1e-4
+    assert not list((tmp_path / "two").glob("**/*.tmp"))
