@@ -17,11 +17,11 @@ import logging
 import os
 import warnings
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from . import distributed, loading
+from .files import write_json
 from .bidirectional import set_bidirectional
 from .packing import VARLEN_BACKENDS, Batch, pack, pad_left, token_budget_batches
 from .pooling import check_pooling_mode, pool
@@ -239,9 +239,9 @@ class LLM2Vec(torch.nn.Module):
             with open(config_file) as f:
                 saved = json.load(f)
             saved.setdefault("_name_or_path", self.name_or_path)
-            _write_json(config_file, saved)
+            write_json(config_file, saved)
         if save_config:
-            _write_json(os.path.join(output_path, CONFIG_NAME), self.encoder_config())
+            write_json(os.path.join(output_path, CONFIG_NAME), self.encoder_config())
         from .st_modules import write_sentence_transformers_files
 
         write_sentence_transformers_files(output_path, prompts=prompts)
@@ -266,9 +266,3 @@ def _prepare_tokenizer(tokenizer) -> None:
     tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
 
-
-def _write_json(path: str, data: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=4)
-    os.replace(tmp, path)

@@ -65,11 +65,15 @@ def resolve_source(path: str | os.PathLike) -> ModelSource:
         return ModelSource(os.path.dirname(os.path.abspath(path)), os.path.basename(path))
     if os.path.isdir(path):
         return ModelSource(path)
-    looks_local = path.startswith((".", "/", "~")) or os.sep in path.strip("/").replace("/", os.sep, 1) and path.count("/") > 1
-    if looks_local or os.path.exists(path) or path.count("/") > 1:
+    if os.path.exists(path) or not looks_like_hub_id(path):
         raise ModelLoadError(f"Model path does not exist: {path!r}")
-    # Otherwise a hub id such as "org/name": transformers resolves it from the local HF cache or the Hub.
+    # A hub id such as "org/name": transformers resolves it from the local HF cache or the Hub.
     return ModelSource(path)
+
+
+def looks_like_hub_id(path: str) -> bool:
+    """``name`` or ``org/name``, not a filesystem path (``./x``, ``/x``, ``~/x``, ``a/b/c``)."""
+    return not path.startswith((".", "/", "~")) and path.count("/") <= 1
 
 
 def _hub_error(source: ModelSource, what: str, err: Exception) -> ModelLoadError:
@@ -195,7 +199,7 @@ def _fail_on_unloaded_adapter_keys():
         yield
     for w in caught:
         text = str(w.message)
-        if "unexpected" in text.lower() and "adapter" in text.lower() or "Found missing adapter keys" in text:
+        if ("unexpected" in text.lower() and "adapter" in text.lower()) or "Found missing adapter keys" in text:
             raise AdapterError(f"Adapter weights do not match the base model: {text}")
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
@@ -218,7 +222,7 @@ def saveable(model):
     if quant is None:
         return model
     method = quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
-    if str(method).lower().endswith("gguf") is False and "gguf" not in str(method).lower():
+    if "gguf" not in str(method).lower():
         return model
     config = model.config.__class__.from_dict({k: v for k, v in model.config.to_dict().items() if k != "quantization_config"})
     config._attn_implementation = model.config._attn_implementation

@@ -42,8 +42,8 @@ def pool(token_states: torch.Tensor, seq_index: torch.Tensor, pool_mask: torch.T
     if mode == "weighted_mean":
         # weights 1..n over each text's pooled tokens, in order
         running = torch.cumsum(weights, 0)
-        before = torch.zeros(num_seqs, device=states.device, dtype=states.dtype).index_add_(0, seq_index, weights)
-        offset = torch.cumsum(before, 0) - before
+        per_seq = torch.where(empty, counts.to(states.dtype), pooled_per_seq)
+        offset = torch.cumsum(per_seq, 0) - per_seq
         weights = (running - offset[seq_index]) * weights
     total = torch.zeros(num_seqs, device=states.device, dtype=states.dtype).index_add_(0, seq_index, weights)
     summed = torch.zeros(num_seqs, states.shape[-1], device=states.device, dtype=states.dtype)

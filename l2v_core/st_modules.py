@@ -11,12 +11,13 @@ package (no code is fetched from the model directory).
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import torch
 from sentence_transformers.base.modules.input_module import InputModule
+
+from .files import write_json
 
 MODULE_TYPE = "l2v_core.st_modules.LLM2VecModule"
 
@@ -76,7 +77,4 @@ def write_sentence_transformers_files(output_path: str, prompts: dict[str, str] 
         "similarity_fn_name": "cosine",
     }
     for name, data in (("modules.json", modules), ("config_sentence_transformers.json", st_config)):
-        tmp = os.path.join(output_path, name + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, os.path.join(output_path, name))
+        write_json(os.path.join(output_path, name), data, indent=2)

@@ -151,9 +151,9 @@ def tokenize(pairs: list[tuple[str, str]], tokenizer, how: Composition, *, max_l
     for i, (string, body_start, _) in enumerate(composed):
         offsets = enc["offset_mapping"][i]
         ids = list(enc["input_ids"][i])
-        real = [end > start or end > 0 for start, end in offsets]  # (0, 0) marks tokens the post-processor added
         if skip_instruction:
-            mask = [r and end > body_start for r, (_, end) in zip(real, offsets)]
+            # (0, 0) offsets mark tokens the post-processor added (BOS); end > body_start >= 0 leaves them out
+            mask = [end > body_start for _, end in offsets]
         else:
             mask = [True] * len(ids)
         last_end = max((end for _, end in offsets), default=0)

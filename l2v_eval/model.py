@@ -24,6 +24,8 @@ import numpy as np
 from mteb.models.abs_encoder import AbsEncoder, get_prompt_name
 from mteb.models.model_meta import ModelMeta, ScoringFunction
 
+from l2v_core.loading import looks_like_hub_id
+
 from .tasks.instructions import Instructions, load_instructions
 
 logger = logging.getLogger(__name__)
@@ -50,8 +52,7 @@ def detect_kind(path: str) -> str:
             raise ModelSpecError(f"GGUF file not found: {str(path)!r}")
         return "gguf"
     if not p.exists():
-        looks_like_hub_id = str(path).count("/") == 1 and not str(path).startswith((".", "/", "~"))
-        if looks_like_hub_id:
+        if looks_like_hub_id(str(path)) and "/" in str(path):
             return "hf"  # resolved from the local Hugging Face cache by transformers
         raise ModelSpecError(f"Model path does not exist: {str(path)!r}")
     if not p.is_dir():

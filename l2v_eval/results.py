@@ -12,13 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from l2v_core.files import atomic_write
 
 PARQUET_NAME = "scores.parquet"
 CSV_NAME = "scores.csv"
@@ -163,18 +164,6 @@ def failure_row(*, model: str, model_revision: str, experiment: str, task: str, 
         "l2v_version": l2v_version(),
         "created_at": now(),
     }
-
-
-def atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _keys(frame: pd.DataFrame) -> pd.Series:

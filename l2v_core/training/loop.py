@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..files import write_json
 from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import BATCH_LAYOUT, RESUMABLE_CHANGES, ConfigError, TrainConfig
 from .data import BatchSchedule
@@ -153,10 +154,7 @@ def _check_resume(config: TrainConfig, out: Path, num_processes: int) -> Path | 
 
 
 def _write_run_config(config: TrainConfig, out: Path, num_processes: int) -> None:
-    tmp = out / f"{RUN_CONFIG}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(_run_record(config, num_processes), f, indent=2)
-    os.replace(tmp, out / RUN_CONFIG)
+    write_json(out / RUN_CONFIG, _run_record(config, num_processes), indent=2)
 
 
 def make_accelerator(config: TrainConfig):

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from l2v_core.files import write_json
+
 logger = logging.getLogger(__name__)
 
 POOLINGS = ("first", "last", "mean")
@@ -407,12 +409,6 @@ def _load_cached(folder: Path, key: dict) -> tuple[np.ndarray, list[int]] | None
     return array, layers
 
 
-def _atomic_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
 _MEMORY: dict[str, WordFeatures] = {}
 
 
@@ -468,6 +464,6 @@ def word_features(model, tokenizer, sentences: Sequence[Sequence[str]], *, layer
         tmp.unlink(missing_ok=True)
         raise
     seconds = time.perf_counter() - start
-    _atomic_json(folder / "meta.json", {"key": key, "layers": all_layers, "n_words": n_words, "hidden_size": hidden,
-                                        "seconds": seconds})
+    write_json(folder / "meta.json", {"key": key, "layers": all_layers, "n_words": n_words, "hidden_size": hidden,
+                                        "seconds": seconds}, indent=1)
     return WordFeatures(np.load(final, mmap_mode="r"), tuple(all_layers), False, seconds, final)
