@@ -37,10 +37,22 @@ class LLM2Vec(torch.nn.Module):
     def __init__(self, model, tokenizer, pooling_mode: str = "mean", max_length: int = 512,
                  doc_max_length: int | None = 400, skip_instruction: bool = True,
                  name_or_path: str | None = None, packing: bool | None = None,
-                 max_tokens_per_batch: int | None = None):
+                 max_tokens_per_batch: int | None = None, prompts: dict[str, str] | None = None,
+                 default_prompt_name: str | None = None):
         super().__init__()
-        if not isinstance(max_length, int) or max_length < 1:
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
             raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+        if doc_max_length is not None and (isinstance(doc_max_length, bool) or not isinstance(doc_max_length, int)
+                                           or doc_max_length < 1):
+            raise ValueError(f"doc_max_length must be a positive integer (tokens kept of each text) or None "
+                             f"(no document cut), got {doc_max_length!r}")
+        prompts = dict(prompts or {})
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
+            raise ValueError(f"prompts must map names to instruction strings, got {prompts!r:.200}")
+        if default_prompt_name is not None and default_prompt_name not in prompts:
+            raise ValueError(f"default_prompt_name {default_prompt_name!r} is not one of the prompts {sorted(prompts)}")
+        self.prompts = prompts  # sentence-transformers prompts (name -> instruction), kept when saving
+        self.default_prompt_name = default_prompt_name
         self.model = model
         self.tokenizer = tokenizer
         self.pooling_mode = check_pooling_mode(pooling_mode)
