@@ -2,6 +2,7 @@
 at, instructions longer than the limit, bad settings, and the modes of the files l2v writes."""
 import base64
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -13,6 +14,7 @@ import torch
 from l2v_core import LLM2Vec
 from l2v_core.cli.convert import main as convert
 from l2v_core.files import atomic_write, write_json
+from tests.test_reference_compat import BUILD_REFERENCE, REFERENCE_PYTHON, assert_close_to_reference, run_reference
 
 
 def digest(folder):
@@ -116,6 +118,18 @@ def test_texts_with_words_are_still_cut_word_wise_as_the_reference(short_encoder
     kept, n = pooled_text(short_encoder, " ".join(words))
     assert 0 < n <= 16
     assert kept.split() == words[:len(kept.split())]  # whole words only
+
+
+@pytest.mark.skipif(not REFERENCE_PYTHON, reason=f"L2V_REFERENCE_PYTHON is not set; build one with: {BUILD_REFERENCE}")
+def test_word_wise_cut_gives_the_reference_vectors(tiny_llama, tmp_path):
+    model_dir = shutil.copytree(tiny_llama, tmp_path / "model")
+    (model_dir / "llm2vec_config.json").write_text(json.dumps({"max_length": 64, "doc_max_length": 12}))
+    texts = [" ".join(["the quick brown fox jumps over the lazy dog"] * 30),
+             ["Retrieve passages that answer the question:", "Paris is the capital of France, " * 20],
+             "Cats and dogs."]
+    ref = run_reference(tmp_path, model_dir, "mean", texts)
+    ours = LLM2Vec.from_pretrained(model_dir, pooling_mode="mean").encode(texts, show_progress_bar=False)
+    assert_close_to_reference(ours, ref)
 
 
 def test_a_few_giant_words_are_cut_by_tokens(short_encoder):
