@@ -55,12 +55,17 @@ def read_prompts(path: str | os.PathLike) -> dict[str, Any]:
     file = os.path.join(os.fspath(path), "config_sentence_transformers.json")
     if not os.path.isfile(file):
         return {}
-    with open(file) as f:
-        config = json.load(f)
+    try:
+        with open(file) as f:
+            config = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{file} is not valid JSON ({err}); repair it or delete it to load the encoder") from None
     prompts = config.get("prompts") or {}
     if not prompts:
         return {}
-    return {"prompts": dict(prompts), "default_prompt_name": config.get("default_prompt_name")}
+    # sentence-transformers reads a null prompt as the empty one
+    return {"prompts": {name: "" if text is None else text for name, text in dict(prompts).items()},
+            "default_prompt_name": config.get("default_prompt_name")}
 
 
 def check_modules_json(path: str | os.PathLike) -> bool:
