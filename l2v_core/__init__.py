@@ -2,6 +2,7 @@
 from .bidirectional import is_bidirectional, make_bidirectional, set_bidirectional
 from .encoder import LLM2Vec
 from .pooling import POOLING_MODES
+from .st_model import load_sentence_transformer
 
 __version__ = "0.1.0"
 __all__ = ["LLM2Vec", "make_bidirectional", "set_bidirectional", "is_bidirectional", "POOLING_MODES", "__version__"]

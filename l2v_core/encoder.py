@@ -25,6 +25,7 @@ from .files import write_json
 from .bidirectional import set_bidirectional
 from .packing import VARLEN_BACKENDS, Batch, pack, pad_left, token_budget_batches
 from .pooling import check_pooling_mode, pool
+from .st_model import read_prompts, write_sentence_transformers_files
 from .tokenization import Composition, split_reference_string, tokenize, validate_inputs, warn_truncated
 
 logger = logging.getLogger(__name__)
@@ -37,10 +38,22 @@ class LLM2Vec(torch.nn.Module):
     def __init__(self, model, tokenizer, pooling_mode: str = "mean", max_length: int = 512,
                  doc_max_length: int | None = 400, skip_instruction: bool = True,
                  name_or_path: str | None = None, packing: bool | None = None,
-                 max_tokens_per_batch: int | None = None):
+                 max_tokens_per_batch: int | None = None, prompts: dict[str, str] | None = None,
+                 default_prompt_name: str | None = None):
         super().__init__()
-        if not isinstance(max_length, int) or max_length < 1:
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
             raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+        if doc_max_length is not None and (isinstance(doc_max_length, bool) or not isinstance(doc_max_length, int)
+                                           or doc_max_length < 1):
+            raise ValueError(f"doc_max_length must be a positive integer (tokens kept of each text) or None "
+                             f"(no document cut), got {doc_max_length!r}")
+        prompts = dict(prompts or {})
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
+            raise ValueError(f"prompts must map names to instruction strings, got {prompts!r:.200}")
+        if default_prompt_name is not None and default_prompt_name not in prompts:
+            raise ValueError(f"default_prompt_name {default_prompt_name!r} is not one of the prompts {sorted(prompts)}")
+        self.prompts = prompts  # sentence-transformers prompts (name -> instruction), kept when saving
+        self.default_prompt_name = default_prompt_name
         self.model = model
         self.tokenizer = tokenizer
         self.pooling_mode = check_pooling_mode(pooling_mode)
@@ -220,10 +233,19 @@ class LLM2Vec(torch.nn.Module):
                 "doc_max_length": self.doc_max_length, "skip_instruction": self.skip_instruction}
 
     def save(self, output_path, merge_before_save: bool = False, save_config: bool = True,
-             prompts: dict[str, str] | None = None) -> None:
+             prompts: dict[str, str] | None = None, default_prompt_name: str | None = None) -> None:
         """Write weights (or the adapter, when unmerged), tokenizer, ``llm2vec_config.json`` and the
-        sentence-transformers files, so the directory loads with ``LLM2Vec.from_pretrained``, the
-        reference llm2vec, and ``SentenceTransformer(path, trust_remote_code=True)``."""
+        sentence-transformers model files, so the directory loads with ``LLM2Vec.from_pretrained``, the
+        reference llm2vec, and ``SentenceTransformer(path, trust_remote_code=True)``. ``prompts`` (name ->
+        instruction) default to the ones the encoder was loaded with."""
+        self.save_encoder_files(output_path, merge_before_save=merge_before_save, save_config=save_config)
+        if prompts is None:
+            prompts, default_prompt_name = self.prompts, default_prompt_name or self.default_prompt_name
+        write_sentence_transformers_files(output_path, prompts=prompts, default_prompt_name=default_prompt_name)
+
+    def save_encoder_files(self, output_path, merge_before_save: bool = False, save_config: bool = True) -> None:
+        """The encoder's own files (what its sentence-transformers module saves): weights or adapter,
+        tokenizer, and ``llm2vec_config.json`` when ``save_config``."""
         from peft import PeftModel
 
         output_path = os.fspath(output_path)
@@ -242,21 +264,20 @@ class LLM2Vec(torch.nn.Module):
             write_json(config_file, saved)
         if save_config:
             write_json(os.path.join(output_path, CONFIG_NAME), self.encoder_config())
-        from .st_modules import write_sentence_transformers_files
-
-        write_sentence_transformers_files(output_path, prompts=prompts)
 
 
 def read_encoder_config(path: str) -> dict:
+    """Encoder settings saved in a directory: ``llm2vec_config.json`` and sentence-transformers prompts."""
     file = os.path.join(path, CONFIG_NAME)
+    prompts = read_prompts(path) if os.path.isdir(path) else {}
     if not os.path.isfile(file):
-        return {}
+        return prompts
     with open(file) as f:
         saved = json.load(f)
     unknown = set(saved) - set(ENCODER_DEFAULTS)
     if unknown:
         logger.warning("Ignoring unknown keys in %s: %s", file, sorted(unknown))
-    return {k: v for k, v in saved.items() if k in ENCODER_DEFAULTS}
+    return {**{k: v for k, v in saved.items() if k in ENCODER_DEFAULTS}, **prompts}
 
 
 def _prepare_tokenizer(tokenizer) -> None:

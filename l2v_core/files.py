@@ -1,24 +1,46 @@
-"""Atomic file writes: a reader never sees a half-written file, an interrupted write leaves the old one."""
+"""Safe file and folder handling.
+
+Atomic writes: a reader never sees a half-written file, an interrupted write leaves the old one,
+and the new file gets the mode a plain ``open(path, "w")`` would give it (``0666 & ~umask``), so
+a shared results folder stays readable. Output-folder checks: refuse, before any work, a folder
+that cannot be written or whose writing would destroy the inputs or a user's files.
+"""
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable
+import secrets
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
+def _new_temporary_beside(path: Path) -> Path:
+    """Create an empty, unique file next to ``path``; the kernel applies the umask to 0666 as for any new file."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"Could not create a temporary file beside {str(path)!r}")
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then move it into place."""
+    """Call ``write(tmp)`` on a temporary file beside ``path``, flush it to disk, then move it into place."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _new_temporary_beside(path)
     try:
-        write(tmp)
+        write(os.fspath(tmp))
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the rename must never publish a file whose data is still only in the page cache
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            tmp.unlink()
         raise
 
 
@@ -28,3 +50,52 @@ def write_json(path: str | os.PathLike, data, indent: int = 4) -> None:
             json.dump(data, f, indent=indent)
 
     atomic_write(path, dump)
+
+
+def check_writable_dir(path: str | os.PathLike, what: str = "output folder") -> None:
+    """Raise ``ValueError`` unless ``path`` is, or can be created as, a folder this process can write into.
+
+    The check creates and removes a file in ``path`` (or its nearest existing parent), so it answers
+    for read-only mounts, permissions and ACLs alike.
+    """
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{what} {str(path)!r} cannot be created: {str(existing)!r} is not a directory")
+    try:
+        probe = _new_temporary_beside(existing / ".l2v-write-check")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"{what} {str(path)!r} is not writable ({err.strerror or err} in {str(existing)!r}); "
+                         "choose a folder you can write to") from None
+
+
+def check_output_dir(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (),
+                     overwrite: bool = False) -> None:
+    """Refuse an output folder that is, holds or lies inside one of ``inputs`` (writing there could destroy
+    them), and a non-empty one unless ``overwrite``. Inputs that are not local paths (hub ids) are skipped."""
+    out = Path(output).resolve()
+    for item in inputs:
+        if item is None or not os.path.exists(item):
+            continue
+        source = Path(item).resolve()
+        if out == source:
+            raise ValueError(f"The output {str(output)!r} is the input {str(item)!r}; writing there would destroy it. "
+                             "Choose another output folder")
+        if source in out.parents:
+            raise ValueError(f"The output {str(output)!r} lies inside the input {str(item)!r}; writing there could "
+                             "destroy it. Choose an output folder outside it")
+        if out in source.parents:
+            raise ValueError(f"The output {str(output)!r} holds the input {str(item)!r}; writing there could "
+                             "destroy it. Choose another output folder")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"The output {str(output)!r} exists and is not a directory")
+    if out.is_dir() and not overwrite:
+        entries = sorted(p.name for p in out.iterdir())
+        if entries:
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise ValueError(f"The output {str(output)!r} is not empty ({len(entries)} entries: {shown}); choose a new "
+                             "or empty folder, or pass --overwrite to replace files of the same name there")
+    check_writable_dir(output, "The output")

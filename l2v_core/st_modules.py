@@ -5,9 +5,14 @@ mask, the bidirectional decoder, pooling), so ``SentenceTransformer(path)``
 produces exactly the vectors of ``LLM2Vec.encode``. ST prompts become l2v
 instructions: their tokens are excluded from pooling.
 
-sentence-transformers 6 imports module classes from outside its own package
-only with ``trust_remote_code=True``; the class lives in this installed
-package (no code is fetched from the model directory).
+The module follows sentence-transformers' module contract: it is saved in the model's root
+(``save_in_root``) and writes only its own files (weights, tokenizer, its config
+``llm2vec_config.json`` with ``config_keys``); the model-level files (``modules.json``,
+``config_sentence_transformers.json``) belong to whoever saves the model (see ``st_model``).
+
+sentence-transformers 6 imports module classes from outside its own package only with
+``trust_remote_code=True``; ``l2v_core.load_sentence_transformer`` checks a directory's
+``modules.json`` first, so only this installed class (and sentence-transformers' own) is imported.
 """
 from __future__ import annotations
 
@@ -17,16 +22,17 @@ from typing import Any
 import torch
 from sentence_transformers.base.modules.input_module import InputModule
 
+from .encoder import CONFIG_NAME, ENCODER_DEFAULTS, LLM2Vec
 from .files import write_json
-
-MODULE_TYPE = "l2v_core.st_modules.LLM2VecModule"
+from .loading import ModelLoadError
 
 
 class LLM2VecModule(InputModule):
     save_in_root = True
-    config_keys: list[str] = []
+    config_file_name = CONFIG_NAME
+    config_keys: list[str] = list(ENCODER_DEFAULTS)
 
-    def __init__(self, encoder) -> None:
+    def __init__(self, encoder: LLM2Vec) -> None:
         super().__init__()
         self.encoder = encoder
 
@@ -50,31 +56,25 @@ class LLM2VecModule(InputModule):
 
     get_sentence_embedding_dimension = get_embedding_dimension
 
+    def get_config_dict(self) -> dict[str, Any]:
+        return self.encoder.encoder_config()
+
+    def save_config(self, output_path: str, filename: str | None = None) -> None:
+        write_json(os.path.join(output_path, filename or self.config_file_name), self.get_config_dict())
+
     def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
-        self.encoder.save(output_path)
+        """The module's own files only: weights (or adapter), tokenizer, ``llm2vec_config.json``."""
+        self.encoder.save_encoder_files(output_path, save_config=False)
+        self.save_config(output_path)
 
     @classmethod
     def load(cls, model_name_or_path: str, subfolder: str = "", token=None, cache_folder=None, revision=None,
              local_files_only: bool = False, model_kwargs: dict | None = None, **kwargs) -> "LLM2VecModule":
-        from .encoder import LLM2Vec
-
-        path = os.path.join(model_name_or_path, subfolder) if subfolder else model_name_or_path
+        # A hub id is fetched (or found in the cache) as sentence-transformers does for its own modules.
+        path = cls.load_dir_path(model_name_or_path, subfolder=subfolder, token=token, cache_folder=cache_folder,
+                                 revision=revision, local_files_only=local_files_only)
+        if path is None:
+            where = os.path.join(model_name_or_path, subfolder) if subfolder else model_name_or_path
+            raise ModelLoadError(f"{where!r} is neither a local directory nor a model on the Hugging Face Hub "
+                                 "(or in its local cache)")
         return cls(LLM2Vec.from_pretrained(path, **(model_kwargs or {})))
-
-
-def write_sentence_transformers_files(output_path: str, prompts: dict[str, str] | None = None,
-                                      default_prompt_name: str | None = None) -> None:
-    """``modules.json`` and ``config_sentence_transformers.json`` (prompts → instructions)."""
-    import sentence_transformers
-    import transformers
-
-    modules = [{"idx": 0, "name": "0", "path": "", "type": MODULE_TYPE}]
-    st_config = {
-        "__version__": {"sentence_transformers": sentence_transformers.__version__,
-                        "transformers": transformers.__version__, "pytorch": torch.__version__},
-        "prompts": dict(prompts or {}),
-        "default_prompt_name": default_prompt_name,
-        "similarity_fn_name": "cosine",
-    }
-    for name, data in (("modules.json", modules), ("config_sentence_transformers.json", st_config)):
-        write_json(os.path.join(output_path, name), data, indent=2)

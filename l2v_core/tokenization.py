@@ -4,7 +4,8 @@ The composition of a text follows the reference llm2vec exactly (so vectors
 match it): the instruction is stripped and joined to the text with one space,
 known instruct models get their chat wrapper, ``eos_token`` pooling appends an
 end-of-sequence marker, and documents longer than ``doc_max_length`` tokens are
-cut word-wise. Unlike the reference, the boundary between instruction and text
+cut word-wise (by tokens where a text has no spaces to cut at, so no text is ever
+cut to nothing). Unlike the reference, the boundary between instruction and text
 is a character offset carried through one batched fast-tokenizer call, so the
 pooling mask never depends on re-tokenizing a fragment.
 """
@@ -115,16 +116,42 @@ def compose(instruction: str, text: str, how: Composition) -> tuple[str, int, in
 
 
 def cut_to_doc_max_length(text: str, tokenizer, doc_max_length: int, max_length: int) -> str:
-    """The reference's word-wise cut of a document until it has at most ``doc_max_length`` tokens."""
+    """Cut a document until it has at most ``doc_max_length`` tokens, never to nothing.
+
+    Word-wise as the reference (keep the first ``words * doc_max_length / tokens`` words, repeat);
+    where that would keep no word at all (text without spaces: CJK, base64, URLs, one huge word)
+    the text is cut by tokens instead, at a character boundary.
+    """
     def count(t: str) -> int:
         return len(tokenizer(t, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"])
 
     n = count(text)
     while n > doc_max_length:
         words = text.split()
-        text = " ".join(words[: int(len(words) * doc_max_length / n)])
+        keep = int(len(words) * doc_max_length / n)
+        if keep == 0:
+            return _cut_by_tokens(text, tokenizer, doc_max_length)
+        text = " ".join(words[:keep])
         n = count(text)
     return text
+
+
+def _cut_by_tokens(text: str, tokenizer, doc_max_length: int) -> str:
+    """The longest prefix of ``text`` that ends where a token ends within the first ``doc_max_length``
+    tokens; at least the first token's characters, so something of the text always remains."""
+    if getattr(tokenizer, "is_fast", False):
+        offsets = tokenizer(text, add_special_tokens=False, truncation=True, max_length=doc_max_length + 1,
+                            return_offsets_mapping=True)["offset_mapping"]
+        offsets = [(s, e) for s, e in offsets if e > s]
+        if len(offsets) <= doc_max_length:
+            return text
+        # Cut where the first dropped token starts; one character split over several tokens (byte-level
+        # BPE on CJK) shares its offsets, so the cut never lands inside a character.
+        end = offsets[doc_max_length][0]
+        return text[:end] if end > 0 else text[:offsets[0][1]]
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    cut = tokenizer.decode(ids[:max(doc_max_length, 1)], skip_special_tokens=True).rstrip("\ufffd")  # no half character
+    return cut if cut.strip() else text[:1]
 
 
 def tokenize(pairs: list[tuple[str, str]], tokenizer, how: Composition, *, max_length: int,
@@ -148,7 +175,7 @@ def tokenize(pairs: list[tuple[str, str]], tokenizer, how: Composition, *, max_l
                 enc[key][i] = again[key][j]
 
     input_ids, pool_mask, truncated = [], [], []
-    for i, (string, body_start, _) in enumerate(composed):
+    for i, (string, body_start, body_end) in enumerate(composed):
         offsets = enc["offset_mapping"][i]
         ids = list(enc["input_ids"][i])
         if skip_instruction:
@@ -157,10 +184,21 @@ def tokenize(pairs: list[tuple[str, str]], tokenizer, how: Composition, *, max_l
         else:
             mask = [True] * len(ids)
         last_end = max((end for _, end in offsets), default=0)
-        truncated.append(i in redo or last_end < len(string.rstrip()))
+        cut_by_max_length = last_end < len(string.rstrip())
+        if cut_by_max_length and body_end > body_start and _count_between(offsets, body_start, body_end) == 0:
+            _raise_no_room_for_text(i, string[:body_start], tokenizer, max_length)
+        truncated.append(i in redo or cut_by_max_length)
         input_ids.append(ids)
         pool_mask.append(mask)
     return Tokenized(input_ids, pool_mask, truncated)
+
+
+def _raise_no_room_for_text(index: int, head: str, tokenizer, max_length: int) -> None:
+    """``head``: the composed string before the text (chat prefix and instruction)."""
+    n = len(tokenizer(head, add_special_tokens=True)["input_ids"])
+    raise ValueError(f"sentences[{index}]: the instruction takes {n} tokens (with special tokens) of "
+                     f"max_length={max_length}, which leaves no room for the text; shorten the instruction "
+                     "or raise max_length")
 
 
 def _call(tokenizer, strings: list[str], max_length: int):
@@ -175,10 +213,12 @@ def _count_between(offsets, start: int, end: int) -> int:
 def _tokenize_without_offsets(pairs, tokenizer, how, *, max_length, doc_max_length, skip_instruction) -> Tokenized:
     """Slow tokenizers have no offsets: count the pooled part's tokens separately, as the reference does."""
     input_ids, pool_mask, truncated = [], [], []
-    for instruction, text in pairs:
+    for i, (instruction, text) in enumerate(pairs):
         cut = cut_to_doc_max_length(text, tokenizer, doc_max_length, max_length) if doc_max_length else text
         string, body_start, _ = compose(instruction, cut, how)
         ids = tokenizer(string, truncation=True, max_length=max_length)["input_ids"]
+        if body_start and cut.strip() and len(tokenizer(string[:body_start])["input_ids"]) >= max_length:
+            _raise_no_room_for_text(i, string[:body_start], tokenizer, max_length)
         n_body = len(tokenizer(string[body_start:], add_special_tokens=False)["input_ids"])
         n_body = min(n_body, len(ids))
         mask = [k >= len(ids) - n_body for k in range(len(ids))] if skip_instruction else [True] * len(ids)

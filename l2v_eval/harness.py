@@ -72,6 +72,8 @@ class EvalConfig:
             raise ValueError(f"--data-dir {str(self.data_dir)!r} is not a directory")
         if self.output.exists() and not self.output.is_dir():
             raise ValueError(f"--output {str(self.output)!r} exists and is not a directory")
+        from .results import check_output  # writable folder, readable table: fail before the model loads
+        check_output(self.output)
         if self.probe_layers is not None:
             self.probe_layers = tuple(int(x) for x in self.probe_layers)
             if any(x < 0 for x in self.probe_layers):

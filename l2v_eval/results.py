@@ -6,23 +6,36 @@ adds timing and provenance, and also holds probe results (``layer`` set) and fai
 rows (``status`` not ``ok``, with the error). It is written to ``scores.parquet`` and
 ``scores.csv`` under the output folder, each atomically (temporary file, then
 ``os.replace``), after every task, so an interrupted run loses at most one task.
+
+Several runs (or processes) may write one folder at once: every read-modify-write of the
+table holds a file lock (``.scores.lock``), so no run loses another's rows. Rows on disk
+are never dropped: without ``scores.parquet`` the table is rebuilt from ``scores.csv``,
+and a file that cannot be read stops the write with an error instead of being replaced.
 """
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from l2v_core.files import atomic_write
+from l2v_core.files import atomic_write, check_writable_dir
+
+logger = logging.getLogger(__name__)
 
 PARQUET_NAME = "scores.parquet"
 CSV_NAME = "scores.csv"
+LOCK_NAME = ".scores.lock"
+# A writer holds the lock for one read-merge-write of the table (well under a second for
+# ordinary tables); waiting this long means another process hangs while holding it.
+LOCK_TIMEOUT_S = 600.0
 
 COLUMNS = {
     "model": "string",
@@ -47,7 +60,6 @@ COLUMNS = {
 }
 # A row is identified by these; rewriting a key replaces the old row.
 KEY = ("model", "model_revision", "experiment", "task", "split", "subset", "layer", "metric")
-MODEL_KEY = ("model", "model_revision", "experiment")
 OK = "ok"
 
 
@@ -174,6 +186,47 @@ def _keys(frame: pd.DataFrame) -> pd.Series:
     return out
 
 
+def merge_rows(current: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """``current`` with ``new`` added, replacing rows with the same key. Successful rows of a task
+    also clear that task's earlier failure rows for the same model."""
+    if current.empty:
+        return new
+    drop = _keys(current).isin(set(_keys(new)))
+    succeeded = new.loc[new["status"] == OK, ["model", "model_revision", "experiment", "task"]].drop_duplicates()
+    if not succeeded.empty:
+        marked = current.merge(succeeded.assign(_clear=True), how="left",
+                               on=["model", "model_revision", "experiment", "task"])["_clear"]
+        drop |= marked.fillna(False).astype(bool).to_numpy() & (current["status"] != OK).to_numpy()
+    return pd.concat([current.loc[~drop], new], ignore_index=True)
+
+
+class ResultsTableError(ValueError):
+    """A results table on disk cannot be read (it is left untouched), or its lock cannot be had."""
+
+
+def read_parquet(path: str | os.PathLike) -> pd.DataFrame:
+    return to_frame(pd.read_parquet(path).to_dict("records"))
+
+
+def read_csv(path: str | os.PathLike) -> pd.DataFrame:
+    return to_frame(pd.read_csv(path, keep_default_na=False, na_values=[""]).to_dict("records"))
+
+
+def _read_table(path: Path, read, what_to_do: str) -> pd.DataFrame:
+    try:
+        return read(path)
+    except Exception as err:  # pyarrow, pandas and OS errors all mean the same here
+        reason = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ResultsTableError(f"{str(path)!r} cannot be read ({type(err).__name__}: {reason}); it was left as it "
+                                f"is and nothing was written. {what_to_do}") from err
+
+
+def _is_writer() -> bool:
+    from l2v_core.distributed import world
+
+    return world()[0] == 0  # under torchrun every rank computes the same rows; rank 0 alone writes
+
+
 class ResultsStore:
     """The tidy table under one output folder."""
 
@@ -181,38 +234,66 @@ class ResultsStore:
         self.output_dir = Path(output_dir)
         self.parquet_path = self.output_dir / PARQUET_NAME
         self.csv_path = self.output_dir / CSV_NAME
+        self.lock_path = self.output_dir / LOCK_NAME
 
     def load(self) -> pd.DataFrame:
+        """The table: ``scores.parquet``, else ``scores.csv``, else empty. A file that exists but cannot
+        be read raises ``ResultsTableError`` (never an empty table that a write would then save)."""
+        mteb_json = self.output_dir / "results"
         if self.parquet_path.is_file():
-            return to_frame(pd.read_parquet(self.parquet_path).to_dict("records"))
+            hint = (f"Move it aside to rebuild the table from {str(self.csv_path)!r}" if self.csv_path.is_file()
+                    else f"Move it aside to rebuild the table (re-running rebuilds the rows of MTEB tasks from "
+                         f"mteb's JSON under {str(mteb_json)!r} without re-encoding)")
+            return _read_table(self.parquet_path, read_parquet, hint)
+        if self.csv_path.is_file():
+            return _read_table(self.csv_path, read_csv, "Repair or move it aside (re-running rebuilds the rows of "
+                                                        f"MTEB tasks from mteb's JSON under {str(mteb_json)!r})")
         return empty_frame()
 
-    def write(self, frame: pd.DataFrame) -> None:
-        from l2v_core.distributed import world
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder's table lock (for one read-modify-write)."""
+        from filelock import FileLock, Timeout
 
-        if world()[0] != 0:  # under torchrun every rank computes the same rows; rank 0 alone writes
-            return
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.lock_path, timeout=LOCK_TIMEOUT_S)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise ResultsTableError(f"Waited {LOCK_TIMEOUT_S:.0f} s for {str(self.lock_path)!r}: another process "
+                                    "writing this results folder holds it; stop that process or use another "
+                                    "--output") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _write_unlocked(self, frame: pd.DataFrame) -> None:
         frame = frame.sort_values(["model", "model_revision", "experiment", "task", "split", "subset", "layer",
                                    "metric"], na_position="first", kind="stable").reset_index(drop=True)
         atomic_write(self.parquet_path, lambda p: frame.to_parquet(p, index=False))
         atomic_write(self.csv_path, lambda p: frame.to_csv(p, index=False))
 
+    def write(self, frame: pd.DataFrame) -> None:
+        """Replace the whole table."""
+        if not _is_writer():
+            return
+        with self.locked():
+            self._write_unlocked(frame)
+
     def upsert(self, rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-        """Add rows, replacing rows with the same key. Successful rows of a task also clear that
-        task's earlier failure rows for the same model."""
+        """Add rows, replacing rows with the same key (see ``merge_rows``), under the folder's lock so
+        concurrent writers never lose each other's rows."""
         new = to_frame(rows)
         if new.empty:
             return self.load()
-        current = self.load()
-        drop = _keys(current).isin(set(_keys(new)))
-        succeeded = new.loc[new["status"] == OK, ["model", "model_revision", "experiment", "task"]].drop_duplicates()
-        if not succeeded.empty and not current.empty:
-            marked = current.merge(succeeded.assign(_clear=True), how="left",
-                                   on=["model", "model_revision", "experiment", "task"])["_clear"]
-            drop |= marked.fillna(False).astype(bool).to_numpy() & (current["status"] != OK).to_numpy()
-        frame = pd.concat([current.loc[~drop], new], ignore_index=True) if not current.empty else new
-        self.write(frame)
+        if not _is_writer():
+            return merge_rows(self.load(), new)
+        with self.locked():
+            if not self.parquet_path.exists() and self.csv_path.is_file():
+                logger.warning("%s is missing; rebuilding it from %s", self.parquet_path, self.csv_path)
+            frame = merge_rows(self.load(), new)
+            self._write_unlocked(frame)
         return frame
 
     def completed(self, model: str, model_revision: str, experiment: str, task: str) -> pd.DataFrame:
@@ -223,18 +304,21 @@ class ResultsStore:
         return frame.loc[mask.fillna(False)]
 
 
+def check_output(output_dir: str | os.PathLike) -> None:
+    """Before a run loads its model: the output folder must be writable and its table (if any) readable."""
+    check_writable_dir(output_dir, "--output")
+    ResultsStore(output_dir).load()
+
+
 def load_results(path: str | os.PathLike) -> pd.DataFrame:
     """The tidy table from a results folder (or a scores.parquet / scores.csv file itself)."""
     path = Path(path)
     if path.is_dir():
-        if (path / PARQUET_NAME).is_file():
-            return ResultsStore(path).load()
-        if (path / CSV_NAME).is_file():
-            path = path / CSV_NAME
-        else:
+        if not (path / PARQUET_NAME).is_file() and not (path / CSV_NAME).is_file():
             raise FileNotFoundError(f"No {PARQUET_NAME} or {CSV_NAME} in {str(path)!r}; run l2v-eval with --output there")
+        return ResultsStore(path).load()
     if path.suffix == ".parquet":
-        return to_frame(pd.read_parquet(path).to_dict("records"))
+        return _read_table(path, read_parquet, "Read the folder's scores.csv instead, or re-run l2v-eval")
     if path.suffix == ".csv":
-        return to_frame(pd.read_csv(path, keep_default_na=False, na_values=[""]).to_dict("records"))
+        return _read_table(path, read_csv, "Read the folder's scores.parquet instead, or re-run l2v-eval")
     raise ValueError(f"Expected a results folder, a .parquet or a .csv file, got {str(path)!r}")

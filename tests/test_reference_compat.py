@@ -1,7 +1,8 @@
 """Vectors match the reference llm2vec (run in its own environment on transformers 4.44).
 
 Set L2V_REFERENCE_PYTHON to a Python that has ``llm2vec==0.2.3`` and ``transformers==4.44.2``
-(.ci/run builds one); without it these tests are skipped.
+(.ci/run builds one; ``BUILD_REFERENCE`` below is the same in one command); without it these
+tests are skipped.
 """
 import json
 import os
@@ -18,7 +19,12 @@ from tests import tiny
 
 REFERENCE_PYTHON = os.environ.get("L2V_REFERENCE_PYTHON")
 RUNNER = Path(__file__).with_name("reference_runner.py")
-pytestmark = pytest.mark.skipif(not REFERENCE_PYTHON, reason="L2V_REFERENCE_PYTHON (a Python with the reference llm2vec) is not set")
+# The reference environment as .ci/run builds it, in one command.
+BUILD_REFERENCE = ("python3 -m venv .ci-ref-venv && .ci-ref-venv/bin/pip install torch==2.13.0 && .ci-ref-venv/bin/pip install "
+                   "transformers==4.44.2 peft==0.12.0 numpy tqdm safetensors && .ci-ref-venv/bin/pip install --no-deps "
+                   "llm2vec==0.2.3 && export L2V_REFERENCE_PYTHON=$PWD/.ci-ref-venv/bin/python")
+pytestmark = pytest.mark.skipif(not REFERENCE_PYTHON, reason="L2V_REFERENCE_PYTHON (a Python with the reference llm2vec) "
+                                                             f"is not set; build one with: {BUILD_REFERENCE}")
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",

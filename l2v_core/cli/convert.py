@@ -6,6 +6,7 @@ import json
 import sys
 import time
 
+from ..files import check_output_dir
 from ..pooling import POOLING_MODES
 
 
@@ -26,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", help="weights dtype to save (float32, bfloat16, float16)")
     p.add_argument("--prompts", default=None, metavar="FILE.json",
                    help="JSON {name: instruction} saved as sentence-transformers prompts")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty output folder, replacing files of the same name")
     return p
 
 
@@ -47,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
             print(f"error: {args.prompts} must hold a JSON object of name -> instruction strings", file=sys.stderr)
             return 2
+    try:  # before loading: a bad output folder fails in a second and never costs the input
+        check_output_dir(args.output, inputs=[model, *args.peft], overwrite=args.overwrite)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     print(f"Loading {model} ...", file=sys.stderr)
     try:

@@ -1,0 +1,194 @@
+"""Inputs an adversarial user tries: converting a model onto itself, texts with no spaces to cut
+at, instructions longer than the limit, bad settings, and the modes of the files l2v writes."""
+import base64
+import hashlib
+import json
+import os
+import random
+import shutil
+import warnings
+
+import pytest
+import torch
+
+from l2v_core import LLM2Vec
+from l2v_core.cli.convert import main as convert
+from l2v_core.files import atomic_write, write_json
+from tests.test_reference_compat import BUILD_REFERENCE, REFERENCE_PYTHON, assert_close_to_reference, run_reference
+
+
+def digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture
+def model_copy(tiny_llama, tmp_path):
+    """A private copy, so a failure here can never damage the shared tiny model."""
+    return shutil.copytree(tiny_llama, tmp_path / "model")
+
+
+# ---------------------------------------------------------------- l2v-convert never costs the input
+@pytest.mark.parametrize("where", ["same", "inside-input", "holds-input"])
+def test_convert_refuses_outputs_that_overlap_the_input(model_copy, tmp_path, capsys, where):
+    if where == "holds-input":
+        model, output = model_copy, tmp_path
+    else:
+        model, output = model_copy, (model_copy if where == "same" else model_copy / "encoder")
+    before = digest(model_copy)
+    assert convert([str(model), str(output), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "Loading" not in err  # refused before the model was loaded
+    assert {"same": "is the input", "inside-input": "lies inside the input", "holds-input": "holds the input"}[where] in err
+    assert digest(model_copy) == before
+    assert not (model_copy / "encoder").exists()
+
+
+def test_convert_refuses_an_adapter_folder_as_output(model_copy, tmp_path, capsys):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    assert convert([str(model_copy), str(adapter), "--peft", str(adapter), "--overwrite"]) == 2
+    assert "is the input" in capsys.readouterr().err
+    assert [p.name for p in adapter.iterdir()] == ["adapter_config.json"]
+
+
+def test_convert_into_a_non_empty_folder_needs_overwrite(model_copy, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes")
+    assert convert([str(model_copy), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "is not empty (1 entries: notes.txt)" in err and "--overwrite" in err and "Loading" not in err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+    assert convert([str(model_copy), str(out), "--overwrite"]) == 0
+    assert (out / "notes.txt").read_text() == "my notes"  # files of other names stay
+    assert (out / "model.safetensors").is_file() and (out / "modules.json").is_file()
+
+
+def test_convert_refuses_a_file_as_output(model_copy, tmp_path, capsys):
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    assert convert([str(model_copy), str(target), "--overwrite"]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert target.read_text() == "x"
+
+
+# ---------------------------------------------------------------- truncation never leaves nothing
+@pytest.fixture(scope="module")
+def short_encoder(tiny_llama):
+    return LLM2Vec.from_pretrained(tiny_llama, max_length=64, doc_max_length=16)
+
+
+def pooled_text(encoder, item) -> tuple[str, int]:
+    features = encoder.tokenize([item])
+    ids = features["input_ids"][0][features["embed_mask"][0].bool()]
+    return encoder.tokenizer.decode(ids), len(ids)
+
+
+def test_unbroken_long_texts_keep_their_own_tokens(short_encoder):
+    rng = random.Random(0)
+    texts = ["a" * 5000, "b" * 5000,
+             base64.b64encode(rng.randbytes(4000)).decode(), base64.b64encode(rng.randbytes(4000)).decode()]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        vectors = short_encoder.encode(texts, show_progress_bar=False)
+    assert any("4 input(s)" in str(w.message) for w in caught)
+    assert torch.isfinite(vectors).all()
+    for i in range(len(texts)):
+        for j in range(i + 1, len(texts)):
+            assert not torch.allclose(vectors[i], vectors[j], atol=1e-4), (i, j)
+    for text in texts:
+        kept, n = pooled_text(short_encoder, text)
+        assert 0 < n <= 16 and text.startswith(kept)
+
+
+def test_cjk_text_survives_the_document_cut(short_encoder):
+    text = "我们的模型把文本变成向量，检索系统再比较这些向量。" * 50  # no whitespace anywhere
+    kept, n = pooled_text(short_encoder, text)
+    assert 0 < n <= 16
+    assert kept and text.startswith(kept)  # cut at a character boundary, never inside a character
+    other = "東京は日本の首都であり、最も人口の多い都市です。" * 50
+    vectors = short_encoder.encode([text, other], show_progress_bar=False)
+    assert not torch.allclose(vectors[0], vectors[1], atol=1e-4)
+
+
+def test_texts_with_words_are_still_cut_word_wise_as_the_reference(short_encoder):
+    words = ("the quick brown fox jumps over the lazy dog " * 200).split()
+    kept, n = pooled_text(short_encoder, " ".join(words))
+    assert 0 < n <= 16
+    assert kept.split() == words[:len(kept.split())]  # whole words only
+
+
+@pytest.mark.skipif(not REFERENCE_PYTHON, reason=f"L2V_REFERENCE_PYTHON is not set; build one with: {BUILD_REFERENCE}")
+def test_word_wise_cut_gives_the_reference_vectors(tiny_llama, tmp_path):
+    model_dir = shutil.copytree(tiny_llama, tmp_path / "model")
+    (model_dir / "llm2vec_config.json").write_text(json.dumps({"max_length": 64, "doc_max_length": 12}))
+    texts = [" ".join(["the quick brown fox jumps over the lazy dog"] * 30),
+             ["Retrieve passages that answer the question:", "Paris is the capital of France, " * 20],
+             "Cats and dogs."]
+    ref = run_reference(tmp_path, model_dir, "mean", texts)
+    ours = LLM2Vec.from_pretrained(model_dir, pooling_mode="mean").encode(texts, show_progress_bar=False)
+    assert_close_to_reference(ours, ref)
+
+
+def test_a_few_giant_words_are_cut_by_tokens(short_encoder):
+    text = "x" * 3000 + " " + "y" * 3000
+    kept, n = pooled_text(short_encoder, text)
+    assert 0 < n <= 16 and text.startswith(kept)
+
+
+def test_instruction_that_leaves_no_room_for_the_text_is_named(short_encoder):
+    long_instruction = "Represent the sentence for searching relevant passages " * 20
+    items = [["Short instruction:", "fine text"], [long_instruction, "the text that would be lost"]]
+    with pytest.raises(ValueError, match=r"sentences\[1\]: the instruction takes \d+ tokens .* max_length=64.*no room"):
+        short_encoder.encode(items, show_progress_bar=False)
+    with pytest.raises(ValueError, match=r"sentences\[1\]"):
+        short_encoder.tokenize(items)
+    # the same instruction without a text to lose: a whitespace text still encodes
+    assert torch.isfinite(short_encoder.encode([["Represent:", "   "]], show_progress_bar=False)).all()
+
+
+# ---------------------------------------------------------------- settings fail at construction
+@pytest.mark.parametrize("bad", [0, -3, 1.5, "400", True])
+def test_bad_doc_max_length_is_one_clear_error(tiny_llama, bad):
+    with pytest.raises(ValueError, match=r"doc_max_length must be a positive integer .* got " + repr(bad).replace(".", r"\.")):
+        LLM2Vec.from_pretrained(tiny_llama, doc_max_length=bad)
+
+
+def test_convert_reports_bad_doc_max_length(model_copy, tmp_path, capsys):
+    assert convert([str(model_copy), str(tmp_path / "out"), "--doc-max-length", "0"]) == 2
+    assert "doc_max_length must be a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- atomic writes: a normal file's mode
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_writes_get_the_mode_of_a_plain_write(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "new.json", {"a": 1})
+        (tmp_path / "old.txt").write_text("old")
+        atomic_write(tmp_path / "old.txt", lambda p: open(p, "w").write("new"))
+        with open(tmp_path / "plain.txt", "w") as f:
+            f.write("reference")
+    finally:
+        os.umask(old)
+    for name in ("new.json", "old.txt", "plain.txt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
+    assert (tmp_path / "old.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.json", "old.txt", "plain.txt"]
+
+
+def test_failed_atomic_write_keeps_the_old_file(tmp_path):
+    target = tmp_path / "table.csv"
+    target.write_text("old rows")
+
+    def crash(path):
+        open(path, "w").write("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(target, crash)
+    assert target.read_text() == "old rows"
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
