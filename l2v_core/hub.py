@@ -28,6 +28,7 @@ METADATA_PATTERNS = ["*.json", "*.model", "*.tiktoken", "tokenizer*", "vocab.txt
 SAFETENSORS_PATTERNS = ["model.safetensors", "model-*-of-*.safetensors", "adapter_model.safetensors",
                         "*/model.safetensors"]
 PICKLE_PATTERNS = ["pytorch_model.bin", "pytorch_model-*-of-*.bin", "adapter_model.bin", "*/pytorch_model.bin"]
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 _SNAPSHOT = re.compile(r"(?:^|[\\/])models--(?P<org>[^\\/]+?)(?:--(?P<name>[^\\/]+))?[\\/]snapshots[\\/](?P<commit>[0-9a-f]{40})(?:[\\/]|$)")
 
 
@@ -93,17 +94,21 @@ def cache_folder(options: HubOptions) -> str:
 
 def download_metadata(repo_id: str, options: HubOptions, what: str = "model") -> str:
     """The snapshot folder of ``repo_id`` holding its configs and tokenizer files (no weights)."""
-    return _snapshot(repo_id, options, METADATA_PATTERNS, what)
+    return _snapshot(repo_id, options, METADATA_PATTERNS, what, ready=lambda folder: _has(folder, "*.json"))
 
 
 def download_model(repo_id: str, options: HubOptions, what: str = "model") -> str:
     """The snapshot folder of ``repo_id`` with configs, tokenizer and weights (or adapter weights):
     safetensors when the repository has them, else the ``.bin`` files."""
-    folder = _snapshot(repo_id, options, METADATA_PATTERNS + SAFETENSORS_PATTERNS, what)
-    if not any(_has(folder, p) for p in SAFETENSORS_PATTERNS):
+    def has(patterns):
+        return lambda folder: any(_has(folder, p) for p in patterns)
+
+    folder = _snapshot(repo_id, options, METADATA_PATTERNS + SAFETENSORS_PATTERNS, what,
+                       ready=has(SAFETENSORS_PATTERNS))
+    if not has(SAFETENSORS_PATTERNS)(folder):
         commit = os.path.basename(folder)  # the same commit, without resolving the revision again
         folder = _snapshot(repo_id, options.at(commit), METADATA_PATTERNS + PICKLE_PATTERNS, what,
-                           shown_revision=options.revision)
+                           shown_revision=options.revision, ready=has(PICKLE_PATTERNS))
     return folder
 
 
@@ -119,9 +124,20 @@ def _has(folder: str, pattern: str) -> bool:
 
 
 def _snapshot(repo_id: str, options: HubOptions, patterns: list[str], what: str,
-              shown_revision: str | None = None) -> str:
+              shown_revision: str | None = None, ready=None) -> str:
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
+    if not options.local_files_only and ready is not None and _COMMIT.fullmatch(options.revision or ""):
+        # A commit never changes: when the cache has what is needed, no request is made (a Hub out of
+        # reach would otherwise cost huggingface_hub's retries on every call).
+        try:
+            folder = snapshot_download(repo_id, revision=options.revision, cache_dir=options.cache_dir,
+                                       local_files_only=True, allow_patterns=patterns)
+            if ready(folder):
+                return folder
+        except LocalEntryNotFoundError:
+            pass
     try:
         return snapshot_download(repo_id, revision=options.revision, cache_dir=options.cache_dir,
                                  token=options.token, local_files_only=options.local_files_only,
