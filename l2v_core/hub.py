@@ -202,11 +202,13 @@ def offline_mode() -> Iterator[None]:
     from huggingface_hub import constants
 
     saved: list[tuple[object, str, object]] = [(constants, "HF_HUB_OFFLINE", constants.HF_HUB_OFFLINE)]
-    import datasets.config  # noqa: F401  (datasets keeps its own copy of the switch)
-
-    config = sys.modules["datasets.config"]
+    try:
+        import datasets.config  # noqa: F401  (datasets keeps its own copy of the switch)
+    except ImportError:  # l2v_core alone does not need datasets
+        pass
+    config = sys.modules.get("datasets.config")
     for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        if hasattr(config, name):
+        if config is not None and hasattr(config, name):
             saved.append((config, name, getattr(config, name)))
     for module, name, _ in saved:
         setattr(module, name, True)

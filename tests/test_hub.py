@@ -142,6 +142,8 @@ def test_adapter_trained_on_another_base(model_root, tiny_llama, tmp_path, caplo
     on_mistral = _adapter_of(mistral, tmp_path / "on-mistral", 3, str(mistral))
     with pytest.raises(AdapterError, match="a mistral model; it cannot be applied to this llama model"):
         LLM2Vec.from_pretrained(tiny_llama, peft_model_name_or_path=on_mistral)
+    out = tmp_path / "converted"
+    assert convert([str(tiny_llama), str(out), "--peft", str(on_mistral)]) == 2 and not out.exists()
 
 
 def test_pickled_adapter_is_refused(tiny_llama, tmp_path):
