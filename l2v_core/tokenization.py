@@ -12,14 +12,17 @@ pooling mask never depends on re-tokenizing a fragment.
 from __future__ import annotations
 
 import logging
+import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
 # The reference's separator between instruction and text in its string-based API.
 REFERENCE_SEPARATOR = "!@#$%^&*()"
+# Half of a UTF-16 pair on its own: Python strings can hold one, tokenizers cannot encode it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # Chat wrappers the reference applies to these instruct models: (prefix, suffix, skips_eos_suffix).
 CHAT_TEMPLATES: dict[str, tuple[str, str, bool]] = {
@@ -67,29 +70,49 @@ class Tokenized:
 
 
 def validate_inputs(sentences) -> list[tuple[str, str]]:
-    """Normalize inputs to (instruction, text) pairs, with an error naming the first bad item."""
+    """Normalize inputs to (instruction, text) pairs, with an error naming the first bad item.
+
+    Accepts what the reference's ``encode`` accepts: a string, a list of strings, a list of
+    ``[instruction, text]`` items (anything after the text is ignored, as in MEDI-style
+    ``[instruction, text, 0]`` triples), and one ``[instruction, text, int]`` item on its own.
+    """
     if isinstance(sentences, str):
         sentences = [sentences]
-    if sentences is None or not isinstance(sentences, Sequence):
+    if sentences is None or isinstance(sentences, (bytes, Mapping)) or not _is_sequence_like(sentences):
         raise TypeError(f"sentences must be a string or a list of strings / [instruction, text] pairs, got {type(sentences).__name__}")
+    items = list(sentences)
+    if items and isinstance(items[0], str) and isinstance(items[-1], int):
+        items = [items]  # the reference's single [instruction, text, id] item
     pairs = []
-    for i, item in enumerate(sentences):
+    for i, item in enumerate(items):
         if isinstance(item, str):
             instruction, text = "", item
-        elif isinstance(item, (list, tuple)) and len(item) == 2:
-            instruction, text = item
+        elif not isinstance(item, (bytes, Mapping)) and _is_sequence_like(item) and len(item) >= 2:
+            instruction, text = item[0], item[1]
             if not isinstance(instruction, str):
                 raise TypeError(f"sentences[{i}]: the instruction must be a string, got {type(instruction).__name__}")
         else:
             raise TypeError(
-                f"sentences[{i}] must be a string or an [instruction, text] pair, got {type(item).__name__}: {item!r:.80}"
+                f"sentences[{i}] must be a string or an [instruction, text, ...] list, got {type(item).__name__}: {item!r:.80}"
             )
         if not isinstance(text, str):
             raise TypeError(f"sentences[{i}]: the text must be a string, got {type(text).__name__}")
         if text == "":
             raise ValueError(f"sentences[{i}] is an empty string; there is nothing to embed")
-        pairs.append((instruction, text))
+        for part, value in (("instruction", instruction), ("text", text)):
+            bad = _SURROGATE.search(value)
+            if bad:
+                raise ValueError(
+                    f"sentences[{i}]: the {part} holds a lone surrogate (U+{ord(bad.group()):04X} at character "
+                    f"{bad.start()}), which is not valid Unicode; decode the source text with errors='replace'"
+                )
+        pairs.append((str(instruction), str(text)))
     return pairs
+
+
+def _is_sequence_like(value) -> bool:
+    """Lists, tuples, numpy arrays, datasets columns: anything with a length and positions."""
+    return isinstance(value, Sequence) or (hasattr(value, "__len__") and hasattr(value, "__getitem__"))
 
 
 def compose(instruction: str, text: str, how: Composition) -> tuple[str, int, int]:

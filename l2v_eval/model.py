@@ -1,14 +1,17 @@
-"""The model side of an evaluation: what a ``--model`` path is, its identity, and the
+"""The model side of an evaluation: what a ``--model`` name is, its identity, and the
 mteb encoder that wraps it.
 
-A path may be an l2v / llm2vec directory, a ``.gguf`` file, a base model plus peft
-adapters, or any sentence-transformers directory (so encoder baselines land in the
-same tables). l2v's own converted directories also carry ``modules.json``, with a
-module type from ``l2v_core.``; those load through :class:`l2v_core.LLM2Vec`, plain
-sentence-transformers directories through ``SentenceTransformer``.
+A name may be an l2v / llm2vec directory, a ``.gguf`` file, ``bundled`` / ``bundled-l2v``, a
+Hugging Face Hub id (fetched like mteb and transformers fetch it, or read from the cache
+offline), an LLM2Vec entry of mteb's model registry (its base and adapters, see
+:mod:`l2v_eval.registry`), a base model plus peft adapters, or any sentence-transformers model
+(so encoder baselines land in the same tables). l2v's own converted directories also carry
+``modules.json``, with a module type from ``l2v_core.``; those load through
+:class:`l2v_core.LLM2Vec`, plain sentence-transformers models through ``SentenceTransformer``.
 
-The identity (mteb ``ModelMeta`` name + revision) is computed from file metadata
-without loading anything, so finished work can be skipped before paying for a load.
+The identity (mteb ``ModelMeta`` name + revision) is known before any weights are read (file
+metadata of local models, the commit of Hub models, the registry's revision of registry
+entries), so finished work can be skipped before paying for a load.
 """
 from __future__ import annotations
 
@@ -24,14 +27,16 @@ import numpy as np
 from mteb.models.abs_encoder import AbsEncoder, get_prompt_name
 from mteb.models.model_meta import ModelMeta, ScoringFunction
 
-from l2v_core.loading import looks_like_hub_id
+from l2v_core import hub, loading
+from l2v_core.errors import HubUnreachableError, ModelLoadError, NotCachedError, NotOnHubError
+from l2v_core.pooling import check_pooling_mode
 
+from .registry import RegistryModel, registry_model
 from .tasks.instructions import Instructions, load_instructions
 
 logger = logging.getLogger(__name__)
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-KINDS = ("l2v", "sentence-transformers", "gguf", "hf")
+DTYPES = loading.DTYPE_NAMES
 
 
 class ModelSpecError(ValueError):
@@ -45,15 +50,15 @@ class ModelLoadFailed(RuntimeError):
 def detect_kind(path: str) -> str:
     """``sentence-transformers`` for a plain ST directory, ``l2v`` for l2v's converted
     directories, ``gguf`` for a GGUF file, ``hf`` for anything LLM2Vec loads itself (an HF
-    decoder directory, an llm2vec directory, an adapter-only MNTP checkpoint or a hub id)."""
+    decoder directory, an llm2vec directory, an adapter-only MNTP checkpoint or a Hub id)."""
     p = Path(path)
     if str(path).endswith(".gguf"):
         if not p.is_file():
             raise ModelSpecError(f"GGUF file not found: {str(path)!r}")
         return "gguf"
     if not p.exists():
-        if looks_like_hub_id(str(path)) and "/" in str(path):
-            return "hf"  # resolved from the local Hugging Face cache by transformers
+        if hub.looks_like_hub_id(str(path)):
+            return "hf"
         raise ModelSpecError(f"Model path does not exist: {str(path)!r}")
     if not p.is_dir():
         raise ModelSpecError(f"Model path must be a directory or a .gguf file: {str(path)!r}")
@@ -69,18 +74,69 @@ def detect_kind(path: str) -> str:
     return "hf"
 
 
-def _fingerprint(paths: list[str]) -> str:
-    """Hash of the names, sizes and modification times of every file under ``paths``.
+@dataclass(frozen=True)
+class Located:
+    """A model or adapter name with the local file or folder it was found at (for a Hub id: the
+    cache snapshot of its configs, ``commit`` its commit)."""
+
+    name: str
+    local: str
+    commit: str | None = None
+
+    @property
+    def on_hub(self) -> bool:
+        return self.commit is not None
+
+
+def locate(name: str, revision: str | None = None, what: str = "model") -> Located:
+    """Find ``name`` without loading weights: local paths as they are, Hub ids by fetching their
+    configs (or finding them in the cache offline). One-line :class:`ModelSpecError` otherwise."""
+    try:
+        path = loading.local_path(name, what)
+        if path is not None:
+            return Located(name, path)
+        folder = hub.download_metadata(name, hub.HubOptions(revision=revision), what)
+    except ModelLoadError as err:
+        raise ModelSpecError(str(err)) from err
+    return Located(name, folder, os.path.basename(folder))
+
+
+def _locate_registry_adapter(entry: RegistryModel, adapter: str) -> Located:
+    """A registry adapter at the registry's revision; where the Hub (or the offline cache) has no such
+    revision of it, its default branch, with a warning (results still go under the registry revision,
+    as mteb files them)."""
+    revision = entry.adapter_revision if adapter == entry.name else None
+    try:
+        return locate(adapter, revision, "adapter")
+    except ModelSpecError as err:
+        from huggingface_hub.errors import RevisionNotFoundError
+
+        cause = err.__cause__
+        unavailable = isinstance(cause, (NotCachedError, HubUnreachableError)) or (
+            isinstance(cause, NotOnHubError) and isinstance(cause.__cause__, RevisionNotFoundError))
+        if revision is None or not unavailable:
+            raise
+        why = {NotCachedError: "offline and not in the local cache",
+               HubUnreachableError: "the Hub is out of reach and it is not in the local cache"}.get(
+            type(cause), "the Hub has no such revision")
+        logger.warning("%s: mteb's registry revision %s of %s is not available (%s); using its default branch",
+                       entry.name, revision, adapter, why)
+        return locate(adapter, None, "adapter")
+
+
+def _fingerprint(parts: list[Located]) -> str:
+    """Hash of the names, sizes and modification times of every file of local parts, and of the
+    commits of Hub parts.
 
     Cheap (no weights are read) and changes whenever a checkpoint is rewritten, so two
     local models with the same directory name never share a result folder.
     """
     h = hashlib.sha1()
-    for root in paths:
-        p = Path(root)
-        if not p.exists():
-            h.update(f"hub:{root}".encode())
+    for part in parts:
+        if part.on_hub:
+            h.update(f"hub:{part.name}@{part.commit}\n".encode())
             continue
+        p = Path(part.local)
         files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and ".cache" not in f.parts)
         for f in files:
             st = f.stat()
@@ -92,10 +148,13 @@ def _fingerprint(paths: list[str]) -> str:
 _GENERIC_DIR_NAMES = {"model", "models", "final", "output", "outputs", "merged", "encoder", "adapter"}
 
 
-def _display_name(path: str) -> str:
-    """The file stem or directory name; a generic one (``model``, ``final``, ...) gets its parent's name too."""
-    p = Path(path).resolve() if Path(path).exists() else Path(path)
-    name = p.stem if p.suffix == ".gguf" else (p.name or str(path))
+def _display_name(part: Located) -> str:
+    """A Hub repository's name; else the file stem or directory name (a generic one such as ``model``
+    or ``final`` gets its parent's name too)."""
+    if part.on_hub:
+        return part.name.rsplit("/", 1)[-1]
+    p = Path(part.local).resolve()
+    name = p.stem if p.suffix == ".gguf" else (p.name or part.local)
     if name.lower() in _GENERIC_DIR_NAMES and p.parent.name:
         name = f"{p.parent.name}-{name}"
     return name
@@ -103,7 +162,11 @@ def _display_name(path: str) -> str:
 
 @dataclass
 class ModelSpec:
-    """Everything that decides which vectors a model produces, validated up front."""
+    """Everything that decides which vectors a model produces, validated up front.
+
+    ``path`` is any model name (see the module doc); ``hub_revision`` the branch, tag or commit of
+    a Hub model; ``causal`` keeps causal attention (else the direction the model was saved with).
+    """
 
     path: str
     peft: tuple[str, ...] = ()
@@ -113,42 +176,62 @@ class ModelSpec:
     dtype: str | None = None
     name: str | None = None
     instructions: Instructions = field(default_factory=lambda: load_instructions("default"))
+    causal: bool = False
+    hub_revision: str | None = None
 
     def __post_init__(self) -> None:
         self.path = os.fspath(self.path)
         self.peft = tuple(os.fspath(a) for a in self.peft)
-        self.kind = detect_kind(self.path)
-        for adapter in self.peft:
-            if not (Path(adapter) / "adapter_config.json").is_file():
-                raise ModelSpecError(f"--peft {adapter!r} is not a peft adapter directory (no adapter_config.json)")
-        if self.kind == "sentence-transformers" and (self.peft or self.pooling):
-            raise ModelSpecError(
-                f"{self.path!r} is a sentence-transformers model; --peft and --pooling apply only to decoder models"
-            )
-        if self.pooling is not None:
-            from l2v_core import POOLING_MODES
+        self._check_settings()
+        exists = os.path.exists(self.path)
+        self.registry = None if exists or not hub.looks_like_hub_id(self.path) else registry_model(self.path)
+        if self.registry is not None:
+            if self.peft:
+                raise ModelSpecError(f"{self.path!r} is mteb's registry entry for {self.registry.base} + "
+                                     f"{', '.join(self.registry.adapters)}; --peft cannot be added to it (give "
+                                     f"--model {self.registry.base} and every --peft instead)")
+            self.base = locate(self.registry.base, None)
+            self.adapters = tuple(_locate_registry_adapter(self.registry, a) for a in self.registry.adapters)
+        else:
+            self.base = locate(self.path, self.hub_revision)
+            self.adapters = tuple(locate(a, None, "adapter") for a in self.peft)
+        self.kind = detect_kind(self.base.local)
+        for adapter in self.adapters:
+            if not (Path(adapter.local) / "adapter_config.json").is_file():
+                raise ModelSpecError(f"--peft {adapter.name!r} is not a peft adapter directory (no adapter_config.json)")
+        if self.kind == "sentence-transformers" and (self.adapters or self.pooling or self.causal):
+            raise ModelSpecError(f"{self.path!r} is a sentence-transformers model; --peft, --pooling and --causal "
+                                 "apply only to decoder models")
+        # Fixed now: the files as they are when the run starts identify its results.
+        if self.registry is not None and self.registry.revision:
+            self._revision = self.registry.revision
+        elif self.base.on_hub and not self.adapters:
+            self._revision = self.base.commit
+        else:
+            self._revision = _fingerprint([self.base, *self.adapters])
 
-            if self.pooling not in POOLING_MODES:
-                raise ModelSpecError(f"Unknown pooling {self.pooling!r}; choose one of {', '.join(POOLING_MODES)}")
+    def _check_settings(self) -> None:
+        if self.pooling is not None:
+            try:
+                check_pooling_mode(self.pooling)
+            except ValueError as err:
+                raise ModelSpecError(str(err)) from None
         if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 1):
             raise ModelSpecError(f"max_length must be a positive integer, got {self.max_length!r}")
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ModelSpecError(f"Unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
         if self.name is not None and "/" not in self.name:
             raise ModelSpecError(f"A model name must look like 'organization/name', got {self.name!r}")
-        # Fixed now: the files as they are when the run starts identify its results.
-        self._revision = _fingerprint([self.path, *self.peft])
 
     # ------------------------------------------------------------------ identity
     @property
     def model_name(self) -> str:
         if self.name:
             return self.name
-        if self.kind == "hf" and not Path(self.path).exists():
-            base = self.path  # a hub id already has the organization/name form
-        else:
-            base = f"local/{_display_name(self.path)}"
-        return "+".join([base, *(_display_name(a) for a in self.peft)])
+        if self.registry is not None:
+            return self.registry.name
+        base = self.base.name if self.base.on_hub else f"local/{_display_name(self.base)}"
+        return "+".join([base, *(_display_name(a) for a in self.adapters)])
 
     @property
     def revision(self) -> str:
@@ -170,6 +253,8 @@ class ModelSpec:
             kwargs["max_length"] = self.max_length
         if self.dtype is not None:
             kwargs["dtype"] = self.dtype
+        if self.causal:
+            kwargs["attention"] = "causal"
         return kwargs or None
 
     @property
@@ -177,9 +262,13 @@ class ModelSpec:
         return ModelMeta.create_empty({"experiment_kwargs": self.experiment_kwargs}).experiment_name or ""
 
     def model_meta(self) -> ModelMeta:
+        if self.registry is not None and not self.name:
+            # mteb's own entry (parameters, training data, ...), filed under its name and revision.
+            return self.registry.meta.model_copy(update={"experiment_kwargs": self.experiment_kwargs,
+                                                         "use_instructions": self.instructions.label != "none"})
         similarity = ScoringFunction.COSINE
         if self.kind == "sentence-transformers":
-            config = Path(self.path) / "config_sentence_transformers.json"
+            config = Path(self.base.local) / "config_sentence_transformers.json"
             if config.is_file():
                 saved = json.loads(config.read_text()).get("similarity_fn_name")
                 similarity = ScoringFunction(saved) if saved else similarity
@@ -222,12 +311,18 @@ class ModelSpec:
             from sentence_transformers import SentenceTransformer
 
             kwargs = {"model_kwargs": {"dtype": self.torch_dtype()}} if self.dtype else {}
-            return SentenceTransformer(self.path, device=device, trust_remote_code=False, **kwargs)
+            if self.base.on_hub:
+                kwargs["revision"] = self.base.commit
+            return SentenceTransformer(self.base.name if self.base.on_hub else self.base.local, device=device,
+                                       trust_remote_code=False, **kwargs)
         from l2v_core import LLM2Vec
 
         model = LLM2Vec.from_pretrained(
-            self.path,
-            peft_model_name_or_path=list(self.peft) or None,
+            self.base.name,
+            peft_model_name_or_path=[a.name for a in self.adapters] or None,
+            revision=self.base.commit,
+            peft_revision=[a.commit for a in self.adapters],
+            enable_bidirectional=False if self.causal else None,
             pooling_mode=self.pooling,
             max_length=self.max_length,
             dtype=self.torch_dtype(),

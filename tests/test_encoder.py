@@ -141,7 +141,7 @@ def test_numpy_output_and_empty_list(encoder):
 @pytest.mark.parametrize("bad, error, where", [
     (["fine", ""], ValueError, r"sentences\[1\] is an empty string"),
     (["fine", None], TypeError, r"sentences\[1\]"),
-    (["fine", "ok", 3], TypeError, r"sentences\[2\]"),
+    (["fine", 3, "ok"], TypeError, r"sentences\[1\]"),
     ([["instruction", None]], TypeError, r"sentences\[0\]: the text"),
     ([[None, "text"]], TypeError, r"sentences\[0\]: the instruction"),
     (None, TypeError, "sentences must be"),

@@ -19,6 +19,7 @@ def test_mntp_step_on_the_bundled_gguf(smollm2_gguf, tmp_path):
     loss = pd.read_csv(result.metrics_file).loss.iloc[0]
     assert math.isfinite(loss) and 1.0 < loss < 15.0
     adapter = out / "adapter"
-    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == smollm2_gguf
+    # The base is named portably, never by a path into this machine's site-packages.
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == "bundled"
     keys = list(load_file(adapter / "adapter_model.safetensors"))
     assert len(keys) == 30 * 7 * 2 and all(k.startswith("base_model.model.layers.") for k in keys)

