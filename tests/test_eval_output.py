@@ -215,3 +215,6 @@ def test_shipped_baselines_have_the_columns_of_scores_csv():
     assert frame["status"].eq("ok").all() and set(frame["task"].unique()) == {
         "L2VMiniSTS", "L2VMiniClassification", "L2VMiniPairClassification", "L2VMiniRetrieval", "L2VMiniClustering"}
     assert leaderboard.shipped_baselines_path("l2v-nothing") is None and leaderboard.shipped_baselines("mteb-en") is None
+    assert leaderboard._short_names(["L2VMiniSTS", "L2VMiniRetrieval"]) == {"L2VMiniSTS": "STS",
+                                                                              "L2VMiniRetrieval": "Retrieval"}
+    assert leaderboard._short_names(["STS12", "STS13"]) == {"STS12": "STS12", "STS13": "STS13"}  # nothing left
