@@ -6,6 +6,7 @@
     l2v-eval tasks SPEC                                 (list what a spec expands to)
     l2v-eval models                                     (model names --model knows: bundled, mteb's LLM2Vec entries)
     l2v-eval download --tasks SPEC --data-dir DIR       (needs internet)
+    l2v-eval cache info|clear [DIR]                     (embedding caches under DIR, default results/)
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import argparse
 import logging
 import sys
 
-COMMANDS = ("run", "leaderboard", "report", "tasks", "models", "download")
+COMMANDS = ("run", "leaderboard", "report", "tasks", "models", "download", "cache")
 
 
 def _layers(text: str) -> tuple[int, ...]:
@@ -51,7 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tasks", required=True,
                      help="preset (mteb-en, mteb-en-v2, mteb-en-quick, l2v-mini, probes), task type "
                           "(sts, retrieval, ...) or comma list of task names")
-    run.add_argument("--output", default="results", help="results folder (default: results)")
+    run.add_argument("--output", default=None,
+                     help="results folder (default: results/<suite>, the preset or task type --tasks names, "
+                          "else results/custom)")
+    run.add_argument("--embedding-cache", default=None, metavar="DIR",
+                     help="where vectors are kept so a killed run resumes mid-task and no text is encoded twice "
+                          "(default: OUTPUT/embedding-cache; 'none' turns it off)")
     run.add_argument("--instructions", default="default",
                      help="'default' (the LLM2Vec paper's), 'none', or a JSON file mapping task name to instruction")
     run.add_argument("--batch-size", type=_positive, default=32)
@@ -85,11 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("-o", "--output", default=None, help="CSV path (default: RESULTS_DIR/leaderboard.csv)")
     board.add_argument("--tasks", default=None, help="the task set to rank on (default: every task in the results)")
     board.add_argument("--raw", action="store_true", help="keep scores in 0-1 instead of x100")
+    board.add_argument("--no-baselines", action="store_true", help="leave out the baselines a suite ships with l2v")
 
     report = sub.add_parser("report", help="Markdown + HTML report with plots")
     report.add_argument("results_dir")
     report.add_argument("-o", "--output", required=True, help="report folder, e.g. reports/NAME")
     report.add_argument("--title", default=None)
+    report.add_argument("--no-baselines", action="store_true", help="leave out the baselines a suite ships with l2v")
 
     tasks = sub.add_parser("tasks", help="list the tasks a --tasks spec expands to")
     tasks.add_argument("spec")
@@ -99,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     download = sub.add_parser("download", help="fetch task data into a --data-dir folder (needs internet)")
     download.add_argument("--tasks", required=True)
     download.add_argument("--data-dir", required=True)
+
+    cache = sub.add_parser("cache", help="list or delete embedding caches")
+    cache.add_argument("action", choices=("info", "clear"))
+    cache.add_argument("dir", nargs="?", default="results",
+                       help="an embedding cache, or a results folder whose (suite folders') embedding-cache "
+                            "folders are meant (default: results)")
     return parser
 
 
@@ -144,30 +158,33 @@ def _dispatch(args) -> int:
             data_dir=args.data_dir, overwrite=args.overwrite, peft=tuple(args.peft), pooling=args.pooling,
             name=args.name, probe_data=args.probe_data, probe_layers=args.probe_layers, seed=args.seed, show_progress=not args.no_progress,
             causal=args.causal, revision=args.revision, offline=args.offline,
+            embedding_cache=args.embedding_cache,
         )
         summary = run_evaluation(config)
         print(summary.format())
         return summary.exit_code
     if args.command == "leaderboard":
-        from .leaderboard import expected_tasks, write_leaderboard
+        from .leaderboard import expected_tasks, leaderboard_summary
 
-        tasks = expected_tasks(args.tasks) if args.tasks else None
-        path = write_leaderboard(args.results_dir, args.output, tasks=tasks, scale=1.0 if args.raw else 100.0)
-        print(f"Wrote {path}")
+        print(leaderboard_summary(args.results_dir, args.output, tasks=expected_tasks(args.tasks) if args.tasks else None,
+                                  scale=1.0 if args.raw else 100.0, baselines=not args.no_baselines))
         return 0
     if args.command == "report":
         from .report import write_report
 
-        print(f"Wrote {write_report(args.results_dir, args.output, title=args.title)}")
+        md = write_report(args.results_dir, args.output, title=args.title, baselines=not args.no_baselines)
+        print(f"Wrote {md}\nWrote {md.with_name('report.html')}")
         return 0
     if args.command == "tasks":
         from .tasks.presets import resolve_tasks
 
         for task in resolve_tasks(args.spec):
-            if isinstance(task, str):
-                print(f"{task}\tProbe")
-            else:
-                print(f"{task.metadata.name}\t{task.metadata.type}\t{','.join(task.eval_splits)}")
+            print(f"{task.metadata.name}\t{task.metadata.type}\t{','.join(task.eval_splits)}")
+        return 0
+    if args.command == "cache":
+        from . import embedding_cache
+
+        print(embedding_cache.clear_caches(args.dir) if args.action == "clear" else embedding_cache.info(args.dir))
         return 0
     if args.command == "models":
         from .registry import named_models

@@ -10,6 +10,11 @@
 
 Probe rows (``layer`` set) are not MTEB tasks and stay out. Scores are reported ×100
 as on the MTEB leaderboard (``scale=1`` keeps the raw 0–1 values).
+
+A results folder is either one suite's folder (``results/l2v-mini``: ``scores.parquet`` /
+``scores.csv``) or a folder of them (``results/``); each suite is ranked on its own. A
+suite ``l2v-<x>`` may ship baseline rows in the package (``l2v_eval/tasks/<x>/baselines.csv``,
+the columns of ``scores.csv``); they are ranked beside the folder's own rows.
 """
 from __future__ import annotations
 
@@ -19,10 +24,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results import OK, load_results
+from .results import CSV_NAME, KEY, MODEL_KEY, OK, PARQUET_NAME, load_results
 
 MEAN_TASK = "Mean (Task)"
 MEAN_TYPE = "Mean (TaskType)"
+BASELINES_NAME = "baselines.csv"
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 
 
 def model_labels(frame: pd.DataFrame) -> pd.Series:
@@ -98,23 +105,161 @@ def build_leaderboard(frame: pd.DataFrame, tasks: Mapping[str, str] | Sequence[s
     out = pd.concat([out, type_means, matrix], axis=1)
     out = out.sort_values([MEAN_TASK, "n_tasks"], ascending=[False, False], na_position="last")
     out.index.name = "label"
-    return out.reset_index()
+    out = out.reset_index()
+    out.attrs["type_columns"] = sorted(by_type)
+    return out
 
 
 def expected_tasks(spec: str) -> dict[str, str]:
-    """Task name → task type for a ``--tasks`` spec (probe tasks left out)."""
+    """Task name → task type for a ``--tasks`` spec (probe tasks left out: they are ranked per layer)."""
+    from .probes.tasks import TASK_TYPE as PROBE_TYPE
     from .tasks.presets import resolve_tasks
 
-    return {t.metadata.name: t.metadata.type for t in resolve_tasks(spec) if not isinstance(t, str)}
+    return {t.metadata.name: t.metadata.type for t in resolve_tasks(spec) if t.metadata.type != PROBE_TYPE}
+
+
+# ---------------------------------------------------------------------- suites and shipped baselines
+def shipped_baselines_path(suite: str) -> Path | None:
+    """``l2v_eval/tasks/<x>/baselines.csv`` for the suite ``l2v-<x>``, when the package ships one."""
+    if not suite or not suite.startswith("l2v-"):
+        return None
+    path = TASKS_DIR / suite.removeprefix("l2v-") / BASELINES_NAME
+    return path if path.is_file() else None
+
+
+def shipped_baselines(suite: str) -> pd.DataFrame | None:
+    path = shipped_baselines_path(suite)
+    return load_results(path) if path is not None else None
+
+
+def with_baselines(frame: pd.DataFrame, baselines: pd.DataFrame | None) -> pd.DataFrame:
+    """``frame`` plus the baseline rows it does not have itself (same key: the frame's row wins)."""
+    if baselines is None or baselines.empty:
+        return frame
+    combined = pd.concat([baselines, frame], ignore_index=True) if not frame.empty else baselines
+    return combined.drop_duplicates(list(KEY), keep="last").reset_index(drop=True)
+
+
+def _has_table(folder: Path) -> bool:
+    return (folder / PARQUET_NAME).is_file() or (folder / CSV_NAME).is_file()
+
+
+def load_suites(path: str | os.PathLike, baselines: bool = True) -> dict[str, pd.DataFrame]:
+    """Suite name → tidy table, for a suite folder, a folder of suite folders, or a table file.
+    With ``baselines``, each suite's shipped baseline rows are added."""
+    path = Path(path)
+    if path.is_file() or _has_table(path):
+        tables = {(path.parent if path.is_file() else path).resolve().name: load_results(path)}
+    elif path.is_dir():
+        tables = {p.name: load_results(p) for p in sorted(path.iterdir()) if p.is_dir() and _has_table(p)}
+    else:
+        raise FileNotFoundError(f"{str(path)!r} does not exist; give a results folder (e.g. results/ or "
+                                f"results/l2v-mini) or a scores.parquet / scores.csv file")
+    if not tables:
+        raise FileNotFoundError(f"No {PARQUET_NAME} or {CSV_NAME} in {str(path)!r} or its sub-folders; "
+                                "run l2v-eval first (it writes results/<suite>/)")
+    if baselines:
+        tables = {suite: with_baselines(frame, shipped_baselines(suite)) for suite, frame in tables.items()}
+    return tables
+
+
+def build_leaderboards(tables: Mapping[str, pd.DataFrame], tasks: Mapping[str, str] | Sequence[str] | None = None,
+                       scale: float = 100.0) -> dict[str, pd.DataFrame]:
+    """One leaderboard per suite; suites without any successful MTEB result are left out (all of
+    them empty is an error)."""
+    boards = {}
+    for suite, frame in tables.items():
+        try:
+            boards[suite] = build_leaderboard(frame, tasks=tasks, scale=scale)
+        except ValueError:
+            if len(tables) == 1:
+                raise
+    if not boards:
+        raise ValueError("No successful MTEB results to rank in any suite (no main-score rows with status ok)")
+    return boards
+
+
+def rounded(board: pd.DataFrame, scale: float = 100.0) -> pd.DataFrame:
+    """Scores to 2 decimals on the ×100 scale (4 on the raw 0–1 scale)."""
+    digits = 2 if scale >= 10 else 4
+    floats = board.select_dtypes("float").columns
+    return board.assign(**{c: board[c].round(digits) for c in floats})
+
+
+def format_leaderboard(board: pd.DataFrame, scale: float = 100.0) -> str:
+    """The leaderboard as printed: models, coverage and averages (per-task scores are in the CSV)."""
+    columns = ["label", "n_tasks", MEAN_TASK, MEAN_TYPE, *board.attrs.get("type_columns", [])]
+    shown = board[columns].rename(columns={"n_tasks": "tasks"}).set_index("label")
+    shown.index.name = None
+    digits = 2 if scale >= 10 else 4
+    return shown.to_string(na_rep="-", float_format=lambda v: f"{v:.{digits}f}")
+
+
+def write_leaderboards(boards: Mapping[str, pd.DataFrame], output: str | os.PathLike, scale: float = 100.0) -> Path:
+    """All suites' leaderboards in one CSV (a ``suite`` column first), rounded, written atomically."""
+    from l2v_core.files import atomic_write
+
+    table = pd.concat([rounded(b, scale).assign(suite=suite) for suite, b in boards.items()], ignore_index=True)
+    table = table[["suite", *[c for c in table.columns if c != "suite"]]]
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda p: table.to_csv(p, index=False))
+    return path
 
 
 def write_leaderboard(results_dir: str | os.PathLike, output: str | os.PathLike | None = None,
-                      tasks: Mapping[str, str] | Sequence[str] | None = None, scale: float = 100.0) -> Path:
-    """Build the leaderboard from ``results_dir`` and write it as CSV (atomically)."""
-    from .results import atomic_write
+                      tasks: Mapping[str, str] | Sequence[str] | None = None, scale: float = 100.0,
+                      baselines: bool = True) -> Path:
+    """Build the leaderboards of ``results_dir`` (a suite folder or a folder of suites) and write them
+    as one CSV (default ``RESULTS_DIR/leaderboard.csv``)."""
+    return _build_and_write(results_dir, output, tasks, scale, baselines)[1]
 
-    board = build_leaderboard(load_results(results_dir), tasks=tasks, scale=scale)
-    path = Path(output) if output is not None else Path(results_dir) / "leaderboard.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda p: board.to_csv(p, index=False))
-    return path
+
+def leaderboard_summary(results_dir: str | os.PathLike, output: str | os.PathLike | None = None,
+                        tasks: Mapping[str, str] | Sequence[str] | None = None, scale: float = 100.0,
+                        baselines: bool = True) -> str:
+    """As :func:`write_leaderboard`, and the text ``l2v-eval leaderboard`` prints: each suite's table
+    (rounded), then the CSV's path."""
+    boards, path = _build_and_write(results_dir, output, tasks, scale, baselines)
+    parts = [f"{suite} (scores {'x100' if scale >= 10 else '0-1'}; per-task scores in the CSV)\n"
+             f"{format_leaderboard(board, scale)}" for suite, board in boards.items()]
+    return "\n\n".join([*parts, f"Wrote {path}"])
+
+
+def _build_and_write(results_dir, output, tasks, scale, baselines) -> tuple[dict[str, pd.DataFrame], Path]:
+    boards = build_leaderboards(load_suites(results_dir, baselines=baselines), tasks=tasks, scale=scale)
+    results_dir = Path(results_dir)
+    default = (results_dir.parent if results_dir.is_file() else results_dir) / "leaderboard.csv"
+    return boards, write_leaderboards(boards, output if output is not None else default, scale=scale)
+
+
+# ---------------------------------------------------------------------- after a run: this model vs the baselines
+def _short_names(tasks: list[str]) -> dict[str, str]:
+    """Task names without their common prefix (``L2VMiniSTS`` → ``STS``) when that leaves every name readable."""
+    prefix = os.path.commonprefix(tasks) if len(tasks) > 1 else ""
+    if len(prefix) < 3 or any(len(t) - len(prefix) < 2 for t in tasks):
+        return {t: t for t in tasks}
+    return {t: t[len(prefix):] for t in tasks}
+
+
+def comparison_table(ours: pd.DataFrame, baselines: pd.DataFrame, tasks: Sequence[str], suite: str) -> str:
+    """A compact table of this run's model (marked ``*``, first) and the suite's shipped baseline
+    models: main score ×100 per task and their mean; empty when there is nothing to compare."""
+    frame = with_baselines(ours, baselines)
+    matrix, _ = task_scores(frame)
+    columns = [t for t in tasks if t in matrix.columns]
+    if matrix.empty or not columns:
+        return ""
+    rows = main_scores(frame)
+    identity = ours[list(MODEL_KEY)].drop_duplicates()
+    mine = set(rows.merge(identity, on=list(MODEL_KEY))["label"]) if not identity.empty else set()
+    table = (matrix[columns] * 100).rename(columns=_short_names(columns)).rename_axis(index=None, columns=None)
+    table["Mean"] = table.mean(axis=1, skipna=False)
+    table = table.assign(_mine=[label in mine for label in table.index]).sort_values(
+        ["_mine", "Mean"], ascending=[False, False], na_position="last").drop(columns="_mine")
+    table.index = [("* " if label in mine else "  ") + label for label in table.index]
+    source = shipped_baselines_path(suite)
+    where = f" ({source.relative_to(TASKS_DIR.parent.parent)})" if source is not None else ""
+    note = (f"{suite}: main score ×100 per task (higher is better) and their mean; * marks this run, the other "
+            f"rows are the baselines shipped with l2v{where}.")
+    return note + "\n" + table.to_string(na_rep="-", float_format=lambda v: f"{v:.1f}")

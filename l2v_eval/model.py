@@ -379,7 +379,7 @@ class L2VEncoder(AbsEncoder):
         if empty:
             # LLM2Vec refuses empty strings; real corpora contain a few empty documents.
             if not self._warned_empty:
-                logger.warning("%d empty text(s) in the task data (first at index %d) are encoded as a single space",
+                logger.debug("%d empty text(s) in the task data (first at index %d) are encoded as a single space",
                                len(empty), empty[0])
                 self._warned_empty = True
             for i in empty:

@@ -3,7 +3,12 @@
 The report holds: the models and their averages, a bar chart of task-type means per
 model, one bar chart per task type (per task), the per-task table, the probe curves
 (value against layer, per probe task and model) when the table has probe rows, and
-the failures. Both documents are built from one list of blocks, so they always agree.
+the failures; for a folder of suites, one such section per suite (with the suite's
+shipped baselines, see :mod:`l2v_eval.leaderboard`). Both documents are built from one
+list of blocks, so they always agree.
+
+Bars carry their values; the y axis always shows 0 and the whole ×100 scale (0–100,
+0–1 for probe curves), so a score near zero looks near zero instead of filling the chart.
 """
 from __future__ import annotations
 
@@ -17,8 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .leaderboard import MEAN_TASK, MEAN_TYPE, build_leaderboard, model_labels, task_scores
-from .results import OK, atomic_write, load_results
+from l2v_core.files import atomic_write
+
+from .leaderboard import MEAN_TASK, MEAN_TYPE, build_leaderboard, load_suites, model_labels, task_scores
+from .results import OK
 
 
 @dataclass
@@ -57,8 +64,24 @@ def html_table(frame: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _bar_chart(data: pd.DataFrame, title: str, ylabel: str, path: Path) -> None:
-    """Grouped bars: one group per row of ``data`` (index), one bar per column (model)."""
+def _value_range(values, natural_top: float, room: float = 0.08) -> tuple[float, float]:
+    """Y limits that hold 0, the scale's natural top and every value, with ``room`` for labels."""
+    import numpy as np
+
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    low = min(0.0, float(finite.min())) if finite.size else 0.0
+    high = max(natural_top, float(finite.max())) if finite.size else natural_top
+    pad = room * (high - low)
+    return (low - pad if low < 0 else 0.0), high + pad
+
+
+def _legend_outside(ax) -> None:
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+def _bar_chart(data: pd.DataFrame, title: str, ylabel: str, path: Path, natural_top: float = 100.0) -> None:
+    """Grouped bars: one group per row of ``data`` (index), one bar per column (model), each labelled."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,22 +90,27 @@ def _bar_chart(data: pd.DataFrame, title: str, ylabel: str, path: Path) -> None:
 
     groups, models = list(data.index), list(data.columns)
     width = 0.8 / max(len(models), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(groups) + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(groups) * max(1, len(models) / 3) + 2), 4.5))
     x = np.arange(len(groups))
+    values = data.astype(float).to_numpy()
+    upright = len(models) > 3  # side by side, horizontal labels of many bars would overlap
     for i, model in enumerate(models):
-        ax.bar(x + (i - (len(models) - 1) / 2) * width, data[model].astype(float).to_numpy(), width, label=model)
-    ax.set_xticks(x, [str(g) for g in groups], rotation=30 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center")
+        bars = ax.bar(x + (i - (len(models) - 1) / 2) * width, values[:, i], width, label=model)
+        ax.bar_label(bars, labels=[f"{v:.1f}" if np.isfinite(v) else "" for v in values[:, i]],
+                     fontsize="x-small", padding=2, rotation=90 if upright else 0)
+    ax.set_xticks(x, [str(g) for g in groups], rotation=30 if len(groups) > 4 else 0,
+                  ha="right" if len(groups) > 4 else "center")
+    ax.set_ylim(*_value_range(values, natural_top, room=0.14 if upright else 0.08))
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.axhline(0, color="black", linewidth=0.5)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _legend_outside(ax)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
 def _line_chart(frame: pd.DataFrame, title: str, ylabel: str, path: Path) -> None:
-    """Value against layer, one line per label."""
+    """Value against layer, one line per label; probe metrics are 0–1."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,19 +120,18 @@ def _line_chart(frame: pd.DataFrame, title: str, ylabel: str, path: Path) -> Non
     for label, group in frame.groupby("label", sort=True):
         group = group.sort_values("layer")
         ax.plot(group["layer"].astype(int), group["value"].astype(float), marker="o", label=str(label))
+    ax.set_ylim(*_value_range(frame["value"].astype(float), 1.0))
     ax.set_xlabel("layer")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _legend_outside(ax)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
 def _probe_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    rows = frame[(frame["status"] == OK) & frame["task"].str.startswith("probe-").fillna(False)
-                 & frame["layer"].notna()].copy()
+    rows = frame[(frame["status"] == OK) & frame["layer"].notna()].copy()
     if rows.empty:
         return rows
     # Plot each probe's main metric; a probe that flags none is plotted with all its metrics.
@@ -116,62 +143,70 @@ def _probe_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return (rows.groupby(["label", "task", "layer", "metric"], as_index=False)["value"].mean())
 
 
-def build_blocks(frame: pd.DataFrame, out_dir: Path, title: str) -> list[Block]:
-    blocks = [Block("heading", title, 1),
-              Block("text", f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC from "
-                            f"{frame['model'].nunique()} model(s) and {frame['task'].nunique()} task(s). "
-                            "Scores are ×100.")]
-    matrix, types = task_scores(frame)
-    if not matrix.empty:
-        board = build_leaderboard(frame)
-        type_cols = sorted(set(types.values()))
-        blocks.append(Block("heading", "Summary"))
-        summary = board[["label", "model_revision", "n_tasks", "complete", MEAN_TASK, MEAN_TYPE, *type_cols]]
-        blocks.append(Block("table", summary.rename(columns={"label": "model", "model_revision": "revision"})))
-        incomplete = board[~board["complete"]]
-        if not incomplete.empty:
-            blocks.append(Block("text", "Averages are left empty for models missing tasks: "
-                                + "; ".join(f"{r.label} lacks {r.missing_tasks}" for r in incomplete.itertuples())))
-        # Type means are plotted over the tasks each model has, so partial runs still show.
-        scaled = matrix * 100
-        by_type = pd.DataFrame({ty: scaled[[t for t in scaled.columns if types[t] == ty]].mean(axis=1)
-                                for ty in type_cols}).T
-        name = "task_types.png"
-        _bar_chart(by_type, "Mean main score per task type", "score ×100", out_dir / name)
-        blocks.append(Block("image", (name, "Mean main score per task type")))
-
-        blocks.append(Block("heading", "Per task"))
-        for ty in type_cols:
-            tasks = [t for t in scaled.columns if types[t] == ty]
-            name = f"type_{_slug(ty)}.png"
-            _bar_chart(scaled[tasks].T, f"{ty}: main score per task", "score ×100", out_dir / name)
-            blocks.append(Block("heading", ty, 3))
-            blocks.append(Block("image", (name, f"{ty} tasks")))
-        per_task = scaled.T
-        per_task.insert(0, "type", [types[t] for t in per_task.index])
-        per_task = per_task.sort_values(["type"], kind="stable").reset_index(names="task")
-        blocks.append(Block("table", per_task))
-
-    probes = _probe_rows(frame)
-    if not probes.empty:
-        blocks.append(Block("heading", "Probes per layer"))
-        for task, group in probes.groupby("task", sort=True):
-            metric = ", ".join(sorted(group["metric"].unique()))
-            if group["metric"].nunique() > 1:
-                group = group.assign(label=group["label"] + " · " + group["metric"])
-            name = f"{_slug(task)}.png"
-            _line_chart(group, f"{task} ({metric}) by layer", metric, out_dir / name)
-            blocks.append(Block("heading", task, 3))
-            blocks.append(Block("image", (name, f"{task} by layer")))
-            best = group.loc[group.groupby("label")["value"].idxmax(), ["label", "layer", "value"]]
-            blocks.append(Block("table", best.rename(columns={"label": "model", "layer": "best layer",
-                                                              "value": metric})))
-
+def build_blocks(frame: pd.DataFrame, out_dir: Path, title: str | None, level: int = 2,
+                 prefix: str = "", intro: str = "") -> list[Block]:
+    """The report of one suite's table. ``level``: its section headings' level; ``prefix``: plot file
+    name prefix (several suites share one folder); ``intro``: text before the counts."""
+    blocks = []
+    if title:
+        blocks += [Block("heading", title, level - 1)]
+    blocks.append(Block("text", f"{intro}{frame['model'].nunique()} model(s) and {frame['task'].nunique()} "
+                                "task(s). Scores are ×100."))
+    blocks += _mteb_blocks(frame, out_dir, level, prefix)
+    blocks += _probe_blocks(frame, out_dir, level, prefix)
     failures = frame[frame["status"] != OK]
     if not failures.empty:
-        blocks.append(Block("heading", "Failures"))
+        blocks.append(Block("heading", "Failures", level))
         fail = failures.assign(label=model_labels(failures))[["label", "task", "status", "error"]]
         blocks.append(Block("table", fail.rename(columns={"label": "model"})))
+    return blocks
+
+
+def _mteb_blocks(frame: pd.DataFrame, out_dir: Path, level: int, prefix: str) -> list[Block]:
+    matrix, types = task_scores(frame)
+    if matrix.empty:
+        return []
+    board = build_leaderboard(frame)
+    type_cols = sorted(set(types.values()))
+    summary = board[["label", "model_revision", "n_tasks", "complete", MEAN_TASK, MEAN_TYPE, *type_cols]]
+    blocks = [Block("heading", "Summary", level),
+              Block("table", summary.rename(columns={"label": "model", "model_revision": "revision"}))]
+    incomplete = board[~board["complete"]]
+    if not incomplete.empty:
+        blocks.append(Block("text", "Averages are left empty for models missing tasks: "
+                            + "; ".join(f"{r.label} lacks {r.missing_tasks}" for r in incomplete.itertuples())))
+    # Type means are plotted over the tasks each model has, so partial runs still show.
+    scaled = matrix * 100
+    by_type = pd.DataFrame({ty: scaled[[t for t in scaled.columns if types[t] == ty]].mean(axis=1)
+                            for ty in type_cols}).T
+    name = f"{prefix}task_types.png"
+    _bar_chart(by_type, "Mean main score per task type", "score ×100", out_dir / name)
+    blocks += [Block("image", (name, "Mean main score per task type")), Block("heading", "Per task", level)]
+    for ty in type_cols:
+        tasks = [t for t in scaled.columns if types[t] == ty]
+        name = f"{prefix}type_{_slug(ty)}.png"
+        _bar_chart(scaled[tasks].T, f"{ty}: main score per task", "score ×100", out_dir / name)
+        blocks += [Block("heading", ty, level + 1), Block("image", (name, f"{ty} tasks"))]
+    per_task = scaled.T
+    per_task.insert(0, "type", [types[t] for t in per_task.index])
+    per_task = per_task.sort_values(["type"], kind="stable").reset_index(names="task")
+    return blocks + [Block("heading", "Scores per task", level), Block("table", per_task)]
+
+
+def _probe_blocks(frame: pd.DataFrame, out_dir: Path, level: int, prefix: str) -> list[Block]:
+    probes = _probe_rows(frame)
+    if probes.empty:
+        return []
+    blocks = [Block("heading", "Probes per layer", level)]
+    for task, group in probes.groupby("task", sort=True):
+        metric = ", ".join(sorted(group["metric"].unique()))
+        if group["metric"].nunique() > 1:
+            group = group.assign(label=group["label"] + " · " + group["metric"])
+        name = f"{prefix}{_slug(task)}.png"
+        _line_chart(group, f"{task} ({metric}) by layer", metric, out_dir / name)
+        blocks += [Block("heading", task, level + 1), Block("image", (name, f"{task} by layer"))]
+        best = group.loc[group.groupby("label")["value"].idxmax(), ["label", "layer", "value"]]
+        blocks.append(Block("table", best.rename(columns={"label": "model", "layer": "best layer", "value": metric})))
     return blocks
 
 
@@ -209,15 +244,24 @@ def render_html(blocks: list[Block], title: str) -> str:
             f"<style>{style}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
 
 
-def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike, title: str | None = None) -> Path:
-    """Write ``report.md``, ``report.html`` and the plots into ``out_dir``; returns the Markdown path."""
-    frame = load_results(results_dir)
-    if frame.empty:
+def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike, title: str | None = None,
+                 baselines: bool = True) -> Path:
+    """Write ``report.md``, ``report.html`` and the plots into ``out_dir``; returns the Markdown path
+    (the HTML is beside it). ``results_dir``: a suite folder, a folder of suites, or a table file."""
+    tables = load_suites(results_dir, baselines=baselines)
+    if all(frame.empty for frame in tables.values()):
         raise ValueError(f"The results in {str(results_dir)!r} are empty; nothing to report")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     title = title or f"l2v evaluation report: {out_dir.name}"
-    blocks = build_blocks(frame, out_dir, title)
+    stamp = f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
+    if len(tables) == 1:
+        (frame,) = tables.values()
+        blocks = [Block("heading", title, 1), *build_blocks(frame, out_dir, None, intro=f"{stamp} from ")]
+    else:
+        blocks = [Block("heading", title, 1), Block("text", f"{stamp}; one section per suite.")]
+        for suite, frame in tables.items():
+            blocks += [Block("heading", suite, 2), *build_blocks(frame, out_dir, None, 3, f"{_slug(suite)}_")]
     md_path = out_dir / "report.md"
     atomic_write(md_path, lambda p: Path(p).write_text(render_markdown(blocks), encoding="utf-8"))
     atomic_write(out_dir / "report.html", lambda p: Path(p).write_text(render_html(blocks, title), encoding="utf-8"))

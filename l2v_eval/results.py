@@ -60,6 +60,8 @@ COLUMNS = {
 }
 # A row is identified by these; rewriting a key replaces the old row.
 KEY = ("model", "model_revision", "experiment", "task", "split", "subset", "layer", "metric")
+# One evaluated model: a model at a revision with one set of encoder settings.
+MODEL_KEY = ("model", "model_revision", "experiment")
 OK = "ok"
 
 

@@ -78,8 +78,8 @@ def test_registry_name_runs_on_l2v_and_files_results_as_mteb_does(hub, tmp_path)
     assert summary.exit_code == 0, summary.format()
     table = load_results(out)
     assert set(table["model"]) == {SUPERVISED} and set(table["model_revision"]) == {spec.revision}
-    files = list((out / "results").rglob("L2VMiniSTS.json"))
-    assert [f.relative_to(out / "results").parts[:2] for f in files] == [(SUPERVISED.replace("/", "__"), spec.revision)]
+    files = list((out / "mteb" / "results").rglob("L2VMiniSTS.json"))
+    assert [f.relative_to(out / "mteb" / "results").parts[:2] for f in files] == [(SUPERVISED.replace("/", "__"), spec.revision)]
 
     causal = run_evaluation(EvalConfig(model=SUPERVISED, tasks="", output=out, show_progress=False, causal=True),
                             tasks=[L2VMiniSTS()])

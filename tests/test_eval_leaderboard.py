@@ -75,7 +75,7 @@ def test_leaderboard_averages_by_hand(results):
     assert list(board.index)[0] == "org/a"  # complete models rank first
 
 
-def test_leaderboard_task_set_and_cli(results, tmp_path):
+def test_leaderboard_task_set_and_cli(results, tmp_path, capsys):
     board = build_leaderboard(load_results(results), tasks={"T2": "STS", "R1": "Retrieval", "Z9": "Clustering"},
                               scale=1.0).set_index("label")
     assert board.loc["org/a", "missing_tasks"] == "Z9" and math.isnan(board.loc["org/a", MEAN_TASK])
@@ -85,7 +85,11 @@ def test_leaderboard_task_set_and_cli(results, tmp_path):
     assert main(["leaderboard", str(results), "-o", str(out)]) == 0
     csv = pd.read_csv(out).set_index("label")
     assert csv.loc["org/a", MEAN_TASK] == pytest.approx(62.5)
-    assert csv.loc["org/a", MEAN_TYPE] == pytest.approx(190 / 3)
+    assert csv.loc["org/a", MEAN_TYPE] == 63.33  # rounded to 2 decimals on the x100 scale
+    printed = capsys.readouterr().out
+    assert f"Wrote {out}" in printed
+    row = next(line for line in printed.splitlines() if line.startswith("org/a "))
+    assert row.split() == ["org/a", "4", "62.50", "63.33", "90.00", "40.00", "60.00"]  # tasks, means, type means
     assert pd.isna(csv.loc["org/b", MEAN_TASK]) and not csv.loc["org/b", "complete"]
 
     empty = tmp_path / "empty"

@@ -74,7 +74,7 @@ def test_table_values_equal_mteb_json(mini_run):
     out, _ = mini_run
     table = load_results(out)
     revision = table["model_revision"].iloc[0]
-    folder = out / "results" / "local__tiny-llama-0" / revision
+    folder = out / "mteb" / "results" / "local__tiny-llama-0" / revision  # mteb's own cache layout under mteb/
     checked = 0
     for task in MINI_TASK_NAMES:
         saved = json.loads((folder / f"{task}.json").read_text())
@@ -233,7 +233,7 @@ def test_cli_runs_reports_unknown_tasks_and_missing_data(tiny_llama, tmp_path, c
     assert table[table["task"] == "L2VMiniSTS"]["status"].eq("ok").all()
 
 
-def test_probe_tasks_dispatch_resume_and_report(tiny_llama, tmp_path, monkeypatch):
+def test_probe_tasks_dispatch_resume_and_report(tiny_llama, tmp_path):
     out = tmp_path / "probes"
     summary = run_evaluation(config(tiny_llama, out, tasks="probe-chunk", probe_layers=(0, 2)))
     assert summary.exit_code == 0, summary.format()
@@ -249,8 +249,9 @@ def test_probe_tasks_dispatch_resume_and_report(tiny_llama, tmp_path, monkeypatc
     md = write_report(out, tmp_path / "report").read_text()
     assert "## Probes per layer" in md and (tmp_path / "report" / "probe_chunk.png").is_file()
 
-    # Without the probing module the task fails with a clear message; the others still run.
-    monkeypatch.setitem(__import__("sys").modules, "l2v_eval.probes", None)
-    broken = run_evaluation(config(tiny_llama, tmp_path / "noprobes", tasks="probe-ner,L2VMiniSTS"))
+    # Probe data that is not there fails that task with a message naming the folder; the others still run.
+    missing = tmp_path / "no-such-conll"
+    broken = run_evaluation(config(tiny_llama, tmp_path / "noprobes", tasks="probe-ner,L2VMiniSTS",
+                                   probe_data=missing))
     assert [o.status for o in broken.outcomes] == ["error", "ok"] and broken.exit_code == 1
-    assert "l2v_eval.probes" in broken.outcomes[0].error
+    assert str(missing) in broken.outcomes[0].error

@@ -1,9 +1,9 @@
-"""The three word-level probe tasks and the function the evaluation harness calls.
+"""The three word-level probe tasks, as task objects with metadata like mteb's.
 
-``run_probe_task("probe-ner", encoder=..., ...)`` reads the task's data, gets
-word vectors for every requested layer (one forward pass, cached), trains one
-linear probe per layer on train with early stopping on dev, scores it on test
-and returns one tidy row per (layer, metric).
+``PROBE_TASKS["probe-ner"].evaluate(encoder=..., ...)`` (or ``run_probe_task("probe-ner", ...)``)
+reads the task's data, gets word vectors for every requested layer (one forward pass,
+cached), trains one linear probe per layer on train with early stopping on dev, scores
+it on test and returns one tidy row per (layer, metric).
 
 Data: ``data_dir`` None uses the bundled hand-annotated sample (see
 ``l2v_eval/probes/data``). Otherwise ``data_dir`` holds train/dev/test files
@@ -35,28 +35,106 @@ from .linear import ProbeConfig, accuracy, span_f1, train_linear_probe
 
 logger = logging.getLogger(__name__)
 
-PROBE_TASK_NAMES = ("probe-chunk", "probe-ner", "probe-pos")
 TASK_TYPE = "WordProbe"
 DEV_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
-class ProbeTask:
+class ProbeTaskMetadata:
+    """What mteb's ``TaskMetadata`` says of a task, for a probe; the harness, ``l2v-eval tasks``,
+    the leaderboard and the report read probes and mteb tasks through the same fields."""
+
     name: str
-    subdir: str
+    description: str
+    main_score: str
     metrics: tuple[str, ...]
-    main_metric: str
+    type: str = TASK_TYPE
+    eval_splits: tuple[str, ...] = ("test",)
+    eval_langs: tuple[str, ...] = ("eng-Latn",)
+
+
+@dataclass(frozen=True)
+class ProbeTask:
+    """A word-level probe task: its metadata, where its labels are, and how to run it."""
+
+    metadata: ProbeTaskMetadata
+    subdir: str
     formats: str
     """Human-readable list of the file formats that carry this task's labels."""
 
+    @property
+    def name(self) -> str:
+        return self.metadata.name
 
-TASKS = {
-    "probe-chunk": ProbeTask("probe-chunk", "chunk", ("f1", "accuracy"), "f1",
-                             "CoNLL-2003 (token POS chunk NER) or CoNLL-2000 (token POS chunk)"),
-    "probe-ner": ProbeTask("probe-ner", "ner", ("f1",), "f1", "CoNLL-2003 (token POS chunk NER)"),
-    "probe-pos": ProbeTask("probe-pos", "pos", ("accuracy",), "accuracy",
-                           "CoNLL-2003, CoNLL-2000 or CoNLL-U (*.conllu)"),
-}
+    @property
+    def main_metric(self) -> str:
+        return self.metadata.main_score
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return self.metadata.metrics
+
+    @property
+    def eval_splits(self) -> list[str]:
+        return list(self.metadata.eval_splits)
+
+    def load_data(self, data_dir: str | Path | None = None, pos_column: str = "upos") -> dict[str, SplitData]:
+        """Train, dev and test :class:`SplitData`; see the module docstring for the layout."""
+        return _load_splits(self, data_dir, pos_column)
+
+    def evaluate(self, *, encoder, model_name: str, model_revision: str | None,
+                 data_dir: str | Path | None = None, layers: str | int | Sequence[int] | None = "all",
+                 batch_size: int = 16, cache_dir: str | Path | None = None, seed: int = 0,
+                 pooling: str = "first", max_length: int | None = None, device: str | None = None,
+                 probe_config: ProbeConfig | None = None, pos_column: str = "upos",
+                 languages: str = "eng", show_progress: bool = False) -> list[dict]:
+        """Probe every requested layer of ``encoder``; one row per (layer, metric).
+
+        ``encoder``: an l2v_core ``LLM2Vec`` (attention as loaded), a SentenceTransformer, or a
+        ``(transformers model, tokenizer)`` pair. ``layers``: ``all``, ``last``, ``"0,8,16"`` or ints
+        (0 = embeddings). ``pooling``: a word's ``first`` (default), ``last`` or ``mean`` sub-token.
+        ``max_length`` defaults to the encoder's. ``device`` None: CUDA when present.
+        ``eval_seconds`` of a row: its probe's training and scoring time plus an equal share of the
+        feature extraction done by this call (none when the features came from the cache).
+        """
+        splits = self.load_data(data_dir, pos_column)
+        model, tokenizer = resolve_model(encoder)
+        wanted = parse_layers(layers, num_hidden_layers(model))
+        max_length = max_length or default_max_length(encoder if hasattr(encoder, "max_length") else tokenizer)
+        features, extraction_seconds = _features_per_file(
+            splits, model, tokenizer, wanted, model_name=model_name, model_revision=model_revision, pooling=pooling,
+            batch_size=batch_size, max_length=max_length, cache_dir=cache_dir, device=device,
+            show_progress=show_progress)
+        labels = _Labels.of(self, splits)
+        rows = []
+        for layer in wanted:
+            start = time.perf_counter()
+            scores, best_epoch = _probe_layer(self, layer, splits, features, labels, probe_config, seed, device)
+            seconds = time.perf_counter() - start + extraction_seconds / len(wanted)
+            logger.info("%s layer %d: %s (best epoch %d)", self.name, layer, scores, best_epoch)
+            common = {"model": model_name, "model_revision": model_revision, "task": self.name,
+                      "task_type": self.metadata.type, "split": "test", "subset": "default", "languages": languages,
+                      "n_samples": int(len(labels.y["test"])), "eval_seconds": seconds, "layer": int(layer)}
+            rows.extend({**common, "metric": metric, "value": float(value), "is_main_score": metric == self.main_metric}
+                        for metric, value in scores.items())
+        return rows
+
+
+PROBE_TASKS: dict[str, ProbeTask] = {task.name: task for task in (
+    ProbeTask(ProbeTaskMetadata(
+        "probe-chunk", "Syntactic chunks (IOB2 tags; span F1 and token accuracy) from a linear probe on each "
+        "layer's frozen word vectors.", "f1", ("f1", "accuracy")),
+        "chunk", "CoNLL-2003 (token POS chunk NER) or CoNLL-2000 (token POS chunk)"),
+    ProbeTask(ProbeTaskMetadata(
+        "probe-ner", "Named entities (CoNLL-2003 PER/LOC/ORG/MISC; span F1) from a linear probe on each layer's "
+        "frozen word vectors.", "f1", ("f1",)),
+        "ner", "CoNLL-2003 (token POS chunk NER)"),
+    ProbeTask(ProbeTaskMetadata(
+        "probe-pos", "Part-of-speech tags (token accuracy) from a linear probe on each layer's frozen word "
+        "vectors.", "accuracy", ("accuracy",)),
+        "pos", "CoNLL-2003, CoNLL-2000 or CoNLL-U (*.conllu)"),
+)}
+PROBE_TASK_NAMES = tuple(PROBE_TASKS)
 
 
 def bundled_data_dir() -> Path:
@@ -65,7 +143,7 @@ def bundled_data_dir() -> Path:
 
 def get_task(task_name: str) -> ProbeTask:
     try:
-        return TASKS[task_name]
+        return PROBE_TASKS[task_name]
     except KeyError:
         raise ValueError(f"Unknown probe task {task_name!r}; expected one of {PROBE_TASK_NAMES}") from None
 
@@ -111,7 +189,10 @@ def _column(task: ProbeTask, path: Path, fmt: str, pos_column: str) -> str:
 def load_task_data(task_name: str, data_dir: str | Path | None = None,
                    pos_column: str = "upos") -> dict[str, SplitData]:
     """Train, dev and test :class:`SplitData` of a task; see the module docstring for the layout."""
-    task = get_task(task_name)
+    return get_task(task_name).load_data(data_dir, pos_column)
+
+
+def _load_splits(task: ProbeTask, data_dir: str | Path | None, pos_column: str) -> dict[str, SplitData]:
     root = bundled_data_dir() if data_dir is None else Path(data_dir)
     if not root.is_dir():
         raise FileNotFoundError(
@@ -163,67 +244,59 @@ def _regroup(flat: Sequence[str], like: list[list[str]]) -> list[list[str]]:
     return out
 
 
-def run_probe_task(task_name: str, *, encoder, model_name: str, model_revision: str | None,
-                   data_dir: str | Path | None = None, layers: str | int | Sequence[int] | None = "all",
-                   batch_size: int = 16, cache_dir: str | Path | None = None, seed: int = 0,
-                   pooling: str = "first", max_length: int | None = None, device: str | None = None,
-                   probe_config: ProbeConfig | None = None, pos_column: str = "upos",
-                   languages: str = "eng", show_progress: bool = False) -> list[dict]:
-    """Probe every requested layer of ``encoder`` on one task; one row per (layer, metric).
+def run_probe_task(task_name: str, **kwargs) -> list[dict]:
+    """``PROBE_TASKS[task_name].evaluate(**kwargs)``: see :meth:`ProbeTask.evaluate`."""
+    return get_task(task_name).evaluate(**kwargs)
 
-    ``encoder``: an l2v_core ``LLM2Vec`` (attention as loaded), a SentenceTransformer, or a
-    ``(transformers model, tokenizer)`` pair. ``layers``: ``all``, ``last``, ``"0,8,16"`` or ints
-    (0 = embeddings). ``pooling``: a word's ``first`` (default), ``last`` or ``mean`` sub-token.
-    ``max_length`` defaults to the encoder's. ``device`` None: CUDA when present.
-    ``eval_seconds`` of a row: its probe's training and scoring time plus an equal share of the
-    feature extraction done by this call (none when the features came from the cache).
-    """
-    task = get_task(task_name)
-    splits = load_task_data(task_name, data_dir, pos_column)
-    model, tokenizer = resolve_model(encoder)
-    wanted = parse_layers(layers, num_hidden_layers(model))
-    max_length = max_length or default_max_length(encoder if hasattr(encoder, "max_length") else tokenizer)
 
+def _features_per_file(splits: dict[str, SplitData], model, tokenizer, layers: list[int], *, model_name: str,
+                       **kwargs) -> tuple[dict[Path, object], float]:
+    """Word features of each data file the splits read (train and dev may share one), and the
+    seconds spent computing them (0 for what came from the cache)."""
     features = {}
-    extraction_seconds = 0.0
+    seconds = 0.0
     for split in ("train", "dev", "test"):
         path = splits[split].file
         if path not in features:
             sentences = [s.words for s in splits[split].file_sentences]
-            features[path] = word_features(
-                model, tokenizer, sentences, layers=wanted, data_sha256=file_sha256(path), model_name=model_name,
-                model_revision=model_revision, pooling=pooling, batch_size=batch_size, max_length=max_length,
-                cache_dir=cache_dir, device=device, show_progress=show_progress)
-            extraction_seconds += features[path].seconds
+            features[path] = word_features(model, tokenizer, sentences, layers=layers, data_sha256=file_sha256(path),
+                                           model_name=model_name, **kwargs)
+            seconds += features[path].seconds
+    return features, seconds
 
-    gold = {split: splits[split].labels() for split in ("train", "dev", "test")}
-    label_names = sorted({tag for sentence in gold["train"] for tag in sentence})
-    if len(label_names) < 2:
-        raise ValueError(f"{splits['train'].file}: the train split has only the label {label_names} for {task.name}")
-    index = {name: i for i, name in enumerate(label_names)}
-    names = np.asarray(label_names, dtype=object)
-    y = {split: np.asarray([index.get(t, -1) for s in gold[split] for t in s]) for split in gold}
+
+@dataclass
+class _Labels:
+    """Gold tags per split, as strings (for span scores) and as class ids (for the probe)."""
+
+    gold: dict[str, list[list[str]]]
+    names: np.ndarray
+    y: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, task: ProbeTask, splits: dict[str, SplitData]) -> _Labels:
+        gold = {split: splits[split].labels() for split in ("train", "dev", "test")}
+        label_names = sorted({tag for sentence in gold["train"] for tag in sentence})
+        if len(label_names) < 2:
+            raise ValueError(f"{splits['train'].file}: the train split has only the label {label_names} for {task.name}")
+        index = {name: i for i, name in enumerate(label_names)}
+        y = {split: np.asarray([index.get(t, -1) for s in gold[split] for t in s]) for split in gold}
+        return cls(gold, np.asarray(label_names, dtype=object), y)
+
+    def regrouped(self, predicted: np.ndarray, split: str) -> list[list[str]]:
+        return _regroup(self.names[predicted], self.gold[split])
+
+
+def _probe_layer(task: ProbeTask, layer: int, splits: dict[str, SplitData], features: dict, labels: _Labels,
+                 probe_config: ProbeConfig | None, seed: int, device) -> tuple[dict[str, float], int]:
+    """Train one layer's probe (early stopping on dev's main metric); its test scores and best epoch."""
+    by_file = {path: feats.layer(layer) for path, feats in features.items()}
+    x = {split: by_file[splits[split].file][splits[split].word_rows] for split in labels.gold}
 
     def dev_score(predicted: np.ndarray) -> float:
-        return _score(task.main_metric, gold["dev"], _regroup(names[predicted], gold["dev"]))
+        return _score(task.main_metric, labels.gold["dev"], labels.regrouped(predicted, "dev"))
 
-    n_test = int(len(y["test"]))
-    rows = []
-    for layer in wanted:
-        start = time.perf_counter()
-        by_file = {path: feats.layer(layer) for path, feats in features.items()}  # train and dev may share one
-        x = {split: by_file[splits[split].file][splits[split].word_rows] for split in gold}
-        probe = train_linear_probe(x["train"], y["train"], x["dev"], y["dev"], len(label_names),
-                                   dev_score=dev_score, config=probe_config, seed=seed, device=device)
-        predicted = _regroup(names[probe.predict(x["test"])], gold["test"])
-        scores = {metric: _score(metric, gold["test"], predicted) for metric in task.metrics}
-        seconds = time.perf_counter() - start + extraction_seconds / len(wanted)
-        logger.info("%s layer %d: %s (best epoch %d)", task.name, layer, scores, probe.best_epoch)
-        for metric, value in scores.items():
-            rows.append({
-                "model": model_name, "model_revision": model_revision, "task": task.name, "task_type": TASK_TYPE,
-                "split": "test", "subset": "default", "languages": languages, "metric": metric,
-                "value": float(value), "is_main_score": metric == task.main_metric, "n_samples": n_test,
-                "eval_seconds": seconds, "layer": int(layer),
-            })
-    return rows
+    probe = train_linear_probe(x["train"], labels.y["train"], x["dev"], labels.y["dev"], len(labels.names),
+                               dev_score=dev_score, config=probe_config, seed=seed, device=device)
+    predicted = labels.regrouped(probe.predict(x["test"]), "test")
+    return {metric: _score(metric, labels.gold["test"], predicted) for metric in task.metrics}, probe.best_epoch

@@ -21,11 +21,8 @@ from functools import lru_cache
 import mteb
 from mteb.abstasks.abstask import AbsTask
 
+from ..probes.tasks import PROBE_TASK_NAMES, PROBE_TASKS, ProbeTask
 from .mini import MINI_TASK_NAMES, mini_tasks
-
-# Mirrors l2v_eval.probes (imported only when a probe runs, so specs parse without it).
-PROBE_TASK_NAMES = ("probe-chunk", "probe-ner", "probe-pos")
-PROBE_TASK_TYPE = "WordProbe"
 
 BENCHMARKS = {"mteb-en": "MTEB(eng, v1)", "mteb-en-v2": "MTEB(eng, v2)"}
 # Small MTEB tasks (about 100 to 8,000 texts each), one or two per task type; pair
@@ -51,7 +48,7 @@ TASK_TYPES = {
     "summarization": "Summarization",
 }
 
-TaskRef = AbsTask | str  # an mteb task object, or the name of a probe task
+TaskRef = AbsTask | ProbeTask  # both carry .metadata (name, type, description, main_score)
 
 
 class UnknownTaskError(ValueError):
@@ -78,8 +75,8 @@ def _fresh(task: AbsTask) -> AbsTask:
 
 
 def _named_task(name: str) -> TaskRef | None:
-    if name in PROBE_TASK_NAMES:
-        return name
+    if name in PROBE_TASKS:
+        return PROBE_TASKS[name]
     if name in MINI_TASK_NAMES:
         return next(t for t in mini_tasks() if t.metadata.name == name)
     for benchmark in BENCHMARKS.values():
@@ -99,7 +96,7 @@ def _item(item: str) -> list[TaskRef] | None:
     if item == "l2v-mini":
         return list(mini_tasks())
     if item == "probes":
-        return list(PROBE_TASK_NAMES)
+        return list(PROBE_TASKS.values())
     if item.lower() in TASK_TYPES:
         wanted = TASK_TYPES[item.lower()]
         return [_fresh(t) for t in _benchmark_tasks(BENCHMARKS["mteb-en"]).values() if t.metadata.type == wanted]
@@ -120,7 +117,7 @@ def close_matches(name: str, n: int = 5) -> list[str]:
 
 
 def task_name(task: TaskRef) -> str:
-    return task if isinstance(task, str) else task.metadata.name
+    return task.metadata.name
 
 
 def resolve_tasks(spec: str) -> list[TaskRef]:
