@@ -11,7 +11,7 @@ from l2v_core import LLM2Vec
 from l2v_core.cli import train as cli
 from l2v_core.training import sample_path
 
-FEW = ["--batch_size", "4", "--max_length", "32", "--save_steps", "2", "--progress_bar", "false"]
+FEW = ["--batch_size", "4", "--max_length", "64", "--save_steps", "2", "--progress_bar", "false"]
 TEXTS = ["Where there is a will, there is a way.", "The early bird catches the worm."]
 
 

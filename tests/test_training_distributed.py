@@ -37,7 +37,7 @@ def assert_same_run(one: Path, two: Path) -> None:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
 
 
-COMMON = dict(max_length=24, save_steps=0, lora_dropout=0.0, warmup_steps=0, learning_rate=1e-3, merge_output=False,
+COMMON = dict(max_length=64, save_steps=0, lora_dropout=0.0, warmup_steps=0, learning_rate=1e-3, merge_output=False,
               progress_bar=False)
 
 

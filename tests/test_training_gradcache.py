@@ -14,7 +14,7 @@ from l2v_core.training.gradcache import RandContext, cached_backward, chunked
 
 def make_task(task_cls, stage, model, tmp_path, **extra):
     source = sample_path("supervised.json") if stage == "supervised" else None
-    values = dict(base_model=str(model), output_dir=str(tmp_path / "unused"), max_length=32, temperature=0.5)
+    values = dict(base_model=str(model), output_dir=str(tmp_path / "unused"), max_length=64, temperature=0.5)
     if stage == "simcse":
         values["train_file"] = sample_path("fortunes.txt")
     config = load_config(stage, source, {**values, **extra})
