@@ -6,15 +6,32 @@ with NCCL (one process per GPU) and gloo (CPU).
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.distributed as dist
 
+_local_only = 0
+
 
 def world() -> tuple[int, int]:
-    """(rank, world size); (0, 1) outside an initialized process group."""
-    if dist.is_available() and dist.is_initialized():
+    """(rank, world size); (0, 1) outside an initialized process group or inside :func:`this_process_only`."""
+    if dist.is_available() and dist.is_initialized() and not _local_only:
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+@contextlib.contextmanager
+def this_process_only() -> Iterator[None]:
+    """Inside the block this process works alone (encoding is not sharded), while the others do
+    something else, e.g. wait while the main process of a training run evaluates."""
+    global _local_only
+    _local_only += 1
+    try:
+        yield
+    finally:
+        _local_only -= 1
 
 
 def shard_by_tokens(lengths: list[int], world_size: int) -> list[list[int]]:

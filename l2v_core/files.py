@@ -2,15 +2,19 @@
 
 Atomic writes: a reader never sees a half-written file, an interrupted write leaves the old one,
 and the new file gets the mode a plain ``open(path, "w")`` would give it (``0666 & ~umask``), so
-a shared results folder stays readable. Output-folder checks: refuse, before any work, a folder
-that cannot be written or whose writing would destroy the inputs or a user's files.
+a shared results folder stays readable. Folders (checkpoints, adapters) get the same guarantee:
+they are filled under a temporary name beside their final place and renamed into it once complete.
+Output-folder checks: refuse, before any work, a folder that cannot be written or whose writing
+would destroy the inputs or a user's files.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterable
+import shutil
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 
@@ -99,3 +103,39 @@ def check_output_dir(output: str | os.PathLike, inputs: Iterable[str | os.PathLi
             raise ValueError(f"The output {str(output)!r} is not empty ({len(entries)} entries: {shown}); choose a new "
                              "or empty folder, or pass --overwrite to replace files of the same name there")
     check_writable_dir(output, "The output")
+
+
+def staging_dir(path: str | os.PathLike) -> Path:
+    """The temporary folder beside ``path`` that :func:`publish_dir` moves into place.
+
+    The name depends on ``path`` only, so several processes filling one folder agree on it.
+    """
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp")
+
+
+def publish_dir(staging: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Move the complete folder ``staging`` to ``path``. A folder already at ``path`` is moved
+    aside first and deleted only once the new one is in place."""
+    path = Path(path)
+    aside = path.with_name(f".{path.name}.old")
+    shutil.rmtree(aside, ignore_errors=True)
+    if path.exists():
+        os.replace(path, aside)
+    os.replace(staging, path)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; when the block completes it becomes ``path``,
+    when it fails it is removed and ``path`` is left as it was."""
+    staging = staging_dir(path)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    publish_dir(staging, path)

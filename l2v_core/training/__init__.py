@@ -2,13 +2,16 @@
 
 >>> from l2v_core.training import load_config, train
 >>> result = train("mntp", load_config("mntp", "mntp.json", {"max_steps": 100}))
+>>> write_training_report(result.output_dir)   # report.png + report.md: loss and scores against step
 """
 from __future__ import annotations
 
+from .checkpoints import CheckpointError
 from .config import (STAGES, ConfigError, ContrastiveConfig, MNTPConfig, SimCSEConfig, SupervisedConfig, TrainConfig,
                      build_config, load_config)
 from .data import DataError, load_texts, load_triples, sample_path
 from .loop import TrainResult
+from .report import write_training_report
 
 
 def train(stage: str, config: TrainConfig) -> TrainResult:
@@ -29,5 +32,5 @@ def train(stage: str, config: TrainConfig) -> TrainResult:
 
 
 __all__ = ["train", "load_config", "build_config", "TrainConfig", "MNTPConfig", "ContrastiveConfig", "SimCSEConfig",
-           "SupervisedConfig", "STAGES", "ConfigError", "DataError", "TrainResult", "load_texts", "load_triples",
-           "sample_path"]
+           "SupervisedConfig", "STAGES", "ConfigError", "CheckpointError", "DataError", "TrainResult",
+           "write_training_report", "load_texts", "load_triples", "sample_path"]

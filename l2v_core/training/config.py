@@ -8,13 +8,16 @@ together); paths given on the command line are relative to the current directory
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import math
 import json
 import os
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..loading import DTYPE_NAMES as DTYPES
@@ -24,11 +27,12 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial",
               "inverse_sqrt")
 ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+REQUIRED_KEYS = ("base_model", "train_file", "output_dir")
 # Keys whose relative values name files or folders.
-PATH_KEYS = ("base_model", "train_file", "output_dir", "mntp_adapter")
+PATH_KEYS = ("base_model", "train_file", "output_dir", "mntp_adapter", "eval_data_dir")
 # Keys a resumed run may change without changing the result of the steps already taken.
 RESUMABLE_CHANGES = {"max_steps", "save_steps", "save_total_limit", "merge_output", "resume", "progress_bar",
-                     "output_dir", "gradcache_chunk_size"}
+                     "output_dir", "gradcache_chunk_size", "eval_tasks", "eval_steps", "eval_data_dir"}
 # Keys that split the global batch over processes: a resumed run may change them (to run on
 # another number of processes) as long as the global batch stays the same.
 BATCH_LAYOUT = {"batch_size", "global_batch_size", "processes"}
@@ -38,40 +42,70 @@ class ConfigError(ValueError):
     """A training config is malformed; the message names the key and what is wrong."""
 
 
+def setting(default: Any, help: str):
+    """A config key: its default and its meaning (shown by ``l2v-train STAGE --help``)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+def setting_help(cls: type, name: str) -> str:
+    """The meaning of key ``name``, from the class in ``cls``'s hierarchy that declares it with one."""
+    for klass in cls.__mro__:
+        declared = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if declared is not None and declared.metadata.get("help"):
+            return declared.metadata["help"]
+    return ""
+
+
+def setting_default(declared: dataclasses.Field) -> Any:
+    if declared.default_factory is not dataclasses.MISSING:
+        return declared.default_factory()
+    return declared.default
+
+
 @dataclass
 class TrainConfig:
     """Settings shared by every stage (defaults from the LLM2Vec paper where it gives one)."""
 
-    base_model: str = ""  # HF model dir, Hugging Face Hub id, .gguf file, or "bundled"
-    train_file: str = ""  # .txt (one text per line) or .jsonl
-    output_dir: str = ""
-    max_steps: int = 1000  # optimizer steps
-    batch_size: int = 32  # per process; the global batch is batch_size x processes
-    # Items per micro-batch over all processes; when set, it replaces batch_size (each process
-    # takes global_batch_size / processes), so the same config trains alike on any number of processes.
-    global_batch_size: int | None = None
-    gradient_accumulation_steps: int = 1
-    max_length: int = 512  # tokens per text
-    learning_rate: float = 5e-5
-    weight_decay: float = 0.0
-    lr_scheduler: str = "linear"
-    warmup_steps: int = 0
-    max_grad_norm: float = 1.0  # 0 turns clipping off
-    seed: int = 42
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
-    dtype: str = "float32"  # weights as loaded; "bfloat16" halves memory on GPU
-    bf16: bool = False  # bf16 autocast (mixed precision) through accelerate
-    gradient_checkpointing: bool = False
-    attn_implementation: str | None = None  # None: transformers' default (sdpa)
-    save_steps: int = 200  # checkpoint every N steps (0: only at the end)
-    save_total_limit: int = 2  # checkpoints kept (oldest removed first)
-    resume: bool = True  # continue from the latest checkpoint in output_dir when there is one
-    merge_output: bool = False  # also write the adapter merged into the base as a full model
-    text_field: str = "text"  # key of the text in .jsonl data
-    progress_bar: bool = True
+    base_model: str = setting(
+        "", "HF model dir, Hugging Face Hub id, .gguf file, or 'bundled' (SmolLM2-135M GGUF)")
+    train_file: str = setting("", ".txt (one text per line) or .jsonl, optionally .gz-compressed")
+    output_dir: str = setting("", "folder for the adapter, checkpoints, metrics.csv; a rerun resumes from it")
+    max_steps: int = setting(1000, "optimizer steps")
+    batch_size: int = setting(32, "items per process in a micro-batch (the global batch is batch_size x processes)")
+    global_batch_size: int | None = setting(
+        None, "items per micro-batch over all processes; replaces batch_size (each process takes "
+              "global_batch_size / processes), so a config trains alike on any number of processes")
+    gradient_accumulation_steps: int = setting(1, "micro-batches per optimizer step")
+    max_length: int = setting(512, "tokens per text")
+    learning_rate: float = setting(5e-5, "peak learning rate (AdamW)")
+    weight_decay: float = setting(0.0, "AdamW weight decay")
+    lr_scheduler: str = setting("linear", f"learning-rate schedule: {', '.join(SCHEDULERS)}")
+    warmup_steps: int = setting(0, "steps of linear warm-up")
+    max_grad_norm: float = setting(1.0, "gradient clipping norm (0 turns clipping off)")
+    seed: int = setting(42, "seed of the data order, masks, dropout and LoRA init")
+    lora_r: int = setting(16, "LoRA rank")
+    lora_alpha: int = setting(32, "LoRA alpha (scale = alpha / r)")
+    lora_dropout: float = setting(0.05, "dropout on the LoRA input")
+    lora_target_modules: list[str] = setting(
+        LORA_TARGETS, "linear layers that get LoRA (comma list on the command line)")
+    dtype: str = setting("float32", f"weights as loaded: {', '.join(DTYPES)} (bfloat16 halves memory on GPU)")
+    bf16: bool = setting(False, "bf16 autocast (mixed precision) through accelerate")
+    gradient_checkpointing: bool = setting(False, "recompute activations in backward to save memory")
+    attn_implementation: str | None = setting(
+        None, f"attention kernel: {', '.join(ATTENTION)} (null: transformers' default, sdpa)")
+    save_steps: int = setting(200, "checkpoint every N steps (0: only at the end)")
+    save_total_limit: int = setting(2, "checkpoints kept (oldest removed first)")
+    resume: bool = setting(True, "continue from the latest checkpoint in output_dir when there is one")
+    merge_output: bool = setting(False, "also write the adapter merged into the base as a full model")
+    text_field: str = setting("text", "key of the text in .jsonl data")
+    progress_bar: bool = setting(True, "show a progress bar")
+    eval_tasks: str | None = setting(
+        None, "evaluate the encoder being trained on these tasks (what l2v-eval --tasks takes: a preset such as "
+              "l2v-mini, a task type, or task names); scores go to metrics.csv")
+    eval_steps: int = setting(0, "evaluate every N steps, and at the end (0: only at the end); needs eval_tasks")
+    eval_data_dir: str | None = setting(None, "folder of local task data for eval_tasks, as l2v-eval --data-dir")
 
     stage = "base"
 
@@ -82,7 +116,7 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        for key in ("base_model", "train_file", "output_dir"):
+        for key in REQUIRED_KEYS:
             if not getattr(self, key):
                 raise ConfigError(f"`{key}` is required for {self.stage} training")
         _positive(self, "max_steps", "batch_size", "gradient_accumulation_steps", "max_length", "lora_r", "lora_alpha")
@@ -98,6 +132,17 @@ class TrainConfig:
             _choice(self, "attn_implementation", ATTENTION)
         if not self.lora_target_modules or not all(isinstance(m, str) and m for m in self.lora_target_modules):
             raise ConfigError("`lora_target_modules` must be a non-empty list of module names such as 'q_proj'")
+        _check_output_dir(self.output_dir)
+        self._validate_evaluation()
+
+    def _validate_evaluation(self) -> None:
+        _non_negative(self, "eval_steps")
+        if self.eval_tasks is not None and not self.eval_tasks.strip():
+            raise ConfigError("`eval_tasks` is empty; give a preset such as 'l2v-mini', a task type or task names")
+        if self.eval_steps and self.eval_tasks is None:
+            raise ConfigError("`eval_steps` needs `eval_tasks` (which tasks to evaluate, e.g. 'l2v-mini')")
+        if self.eval_data_dir is not None and not os.path.isdir(self.eval_data_dir):
+            raise ConfigError(f"`eval_data_dir` {self.eval_data_dir!r} is not a folder")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -124,13 +169,13 @@ class TrainConfig:
 class MNTPConfig(TrainConfig):
     """Masked next-token prediction: masked token i is predicted from position i-1."""
 
-    mask_probability: float = 0.2
-    # Used only when the tokenizer has no mask token: a token string of the vocabulary,
-    # or "eos" / "pad" / "unk" for the tokenizer's own. The reference uses "_" for Llama/Mistral.
-    mask_token: str = "_"
-    # False (the reference's default): concatenate all texts and cut blocks of max_length tokens;
-    # True: one text per sequence, padded per batch.
-    line_by_line: bool = False
+    mask_probability: float = setting(0.2, "fraction of tokens masked (80% mask token, 10% random, 10% unchanged)")
+    mask_token: str = setting(
+        "_", "used only when the tokenizer has no mask token: a vocabulary token, or eos / pad / unk for the "
+             "tokenizer's own (the reference uses '_' for Llama/Mistral)")
+    line_by_line: bool = setting(
+        False, "false: concatenate all texts and cut blocks of max_length tokens (the reference's default); "
+               "true: one text per sequence, padded per batch")
 
     stage = "mntp"
 
@@ -146,14 +191,15 @@ class MNTPConfig(TrainConfig):
 class ContrastiveConfig(TrainConfig):
     """Settings shared by the two contrastive stages (both train an encoder with InfoNCE)."""
 
-    mntp_adapter: str | None = None  # peft adapter merged into base_model before the new LoRA
-    pooling_mode: str = "mean"
-    temperature: float = 0.05  # cosine similarities are divided by it
-    attention_dropout: float = 0.0
+    mntp_adapter: str | None = setting(
+        None, "peft adapter (an MNTP run's adapter/) merged into base_model before the new LoRA")
+    pooling_mode: str = setting("mean", f"pooling of the token states: {', '.join(POOLING_MODES)}")
+    temperature: float = setting(0.05, "InfoNCE temperature: cosine similarities are divided by it")
+    attention_dropout: float = setting(0.0, "dropout on the attention weights")
     merge_output: bool = True
-    # GradCache: texts per forward pass; the loss still contrasts the whole batch, with the same
-    # gradients, but activation memory is that of one chunk. None: the whole batch in one pass.
-    gradcache_chunk_size: int | None = None
+    gradcache_chunk_size: int | None = setting(
+        None, "GradCache: texts per forward pass; the loss still contrasts the whole batch with the same "
+              "gradients, activation memory is that of one chunk (null: the whole batch in one pass)")
 
     stage = "contrastive"
 
@@ -188,11 +234,11 @@ class SupervisedConfig(ContrastiveConfig):
     learning_rate: float = 2e-4
     warmup_steps: int = 300
     temperature: float = 0.02  # the reference's loss scale of 50
-    instructions: dict[str, str] = field(default_factory=dict)  # dataset name -> query instruction
-    default_instruction: str = ""  # for rows whose dataset has no entry in `instructions`
-    # Fill each batch from one dataset, as the reference does: in-batch negatives from another
-    # dataset are too easy to teach anything.
-    homogeneous_batches: bool = True
+    instructions: dict[str, str] = setting({}, "{dataset name: instruction} for the queries of that dataset")
+    default_instruction: str = setting("", "instruction for queries whose dataset has no entry in instructions")
+    homogeneous_batches: bool = setting(
+        True, "fill each batch from one dataset, as the reference does (in-batch negatives from another "
+              "dataset are too easy to teach anything)")
 
     stage = "supervised"
 
@@ -295,9 +341,11 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
             return int(value)
         raise ConfigError(f"`{name}` must be an integer, got {value!r}")
     if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"`{name}` must be a number, got {value!r}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"`{name}` must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"`{name}` must be a finite number, got {value}")
+        return float(value)
     if hint is str:
         if isinstance(value, str):
             return value
@@ -313,6 +361,17 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"`{name}` must be a JSON object, got {value!r}")
         return {_check_type(f"{name} key", k, args[0]): _check_type(f"{name}[{k!r}]", v, args[1]) for k, v in value.items()}
     return value
+
+
+def _check_output_dir(output_dir: str) -> None:
+    """``output_dir`` must be a folder or creatable as one: no existing file on its way."""
+    path = Path(output_dir).expanduser()
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                where = "is an existing file" if part == path else f"lies under {str(part)!r}, an existing file"
+                raise ConfigError(f"`output_dir` {output_dir!r} {where}; give a folder path")
+            return
 
 
 def _positive(cfg, *keys: str) -> None:

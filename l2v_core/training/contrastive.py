@@ -128,6 +128,9 @@ class ContrastiveTask(Task):
                                lambda: accelerator.no_sync(module), device=self.encoder.device)
         return loss, sum(int(f["attention_mask"].sum()) for f in features)
 
+    def current_encoder(self) -> LLM2Vec:
+        return self.encoder
+
     def save(self, output_dir: str) -> dict[str, str | None]:
         self.encoder.eval()
         base_ref = model_reference(self.config.mntp_adapter or self.config.base_model)

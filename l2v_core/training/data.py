@@ -1,14 +1,17 @@
 """Training data from local files, and a data order that is a pure function of (seed, step).
 
 Nothing is downloaded: data is a plain-text file (one text per line, blank lines
-skipped) or JSONL. Because the batch of every step is computed from the seed and
-the step number alone, a resumed run sees exactly the batches the uninterrupted
-run would have seen, with no sampler state to save.
+skipped) or JSONL, either one optionally gzip-compressed (``.txt.gz``, ``.jsonl.gz``).
+Because the batch of every step is computed from the seed and the step number alone,
+a resumed run sees exactly the batches the uninterrupted run would have seen, with
+no sampler state to save.
 """
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,21 +34,25 @@ def sample_path(name: str) -> str:
 
 
 def _open_lines(path: str):
+    """(line number, line) of a text file, gzip-decompressed when its name ends in ``.gz``."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise DataError(f"Training data file not found: {path!r}")
     if not os.path.isfile(path):
         raise DataError(f"Training data path is not a file: {path!r}")
-    with open(path, encoding="utf-8") as f:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
         try:
             for number, line in enumerate(f, start=1):
                 yield number, line
         except UnicodeDecodeError as err:
             raise DataError(f"{path} is not UTF-8 text: {err}") from err
+        except (OSError, EOFError, zlib.error) as err:  # not gzip, or cut short
+            raise DataError(f"{path} is not a complete gzip file: {err}") from err
 
 
 def _is_jsonl(path: str) -> bool:
-    return os.fspath(path).endswith((".jsonl", ".json"))
+    return os.fspath(path).removesuffix(".gz").endswith((".jsonl", ".json"))
 
 
 def _json_rows(path: str):
@@ -62,7 +69,7 @@ def _json_rows(path: str):
 
 
 def load_texts(path: str, text_field: str = "text") -> list[str]:
-    """Texts of a .txt file (one per line) or a .jsonl file (``text_field`` of each object)."""
+    """Texts of a .txt file (one per line) or a .jsonl file (``text_field`` of each object), or of the same gzipped."""
     texts: list[str] = []
     if _is_jsonl(path):
         for number, row in _json_rows(path):

@@ -176,16 +176,24 @@ class MNTPTask(Task):
                       labels=batch["labels"].to(device))
         return loss, int(batch["attention_mask"].sum())
 
-    def save(self, output_dir: str) -> dict[str, str | None]:
-        from ..encoder import LLM2Vec
+    _encoder = None
 
+    def current_encoder(self):
+        """The encoder MNTP produces: the bidirectional backbone with the current adapter, mean pooling
+        (what ``LLM2Vec.from_pretrained`` of the saved adapter gives)."""
+        if self._encoder is None:
+            from ..encoder import LLM2Vec
+
+            self._encoder = LLM2Vec(self.peft_model, copy.deepcopy(self.tokenizer), pooling_mode="mean",
+                                    name_or_path=self.name_or_path)
+        return self._encoder
+
+    def save(self, output_dir: str) -> dict[str, str | None]:
         self.peft_model.eval()
+        encoder = self.current_encoder()
         adapter = save_adapter(self.peft_model, self.tokenizer, f"{output_dir}/adapter",
-                               model_reference(self.config.base_model))
-        merged = None
-        if self.config.merge_output:
-            encoder = LLM2Vec(self.peft_model, copy.deepcopy(self.tokenizer), name_or_path=self.name_or_path)
-            merged = save_merged(encoder, output_dir)
+                               model_reference(self.config.base_model), encoder_config=encoder.encoder_config())
+        merged = save_merged(encoder, output_dir) if self.config.merge_output else None
         return {"adapter_dir": adapter, "merged_dir": merged}
 
 

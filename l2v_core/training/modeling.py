@@ -1,7 +1,6 @@
 """Model plumbing shared by the stages: LoRA, dropout, GGUF clean-up, writing adapters."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -10,6 +9,8 @@ import torch
 
 from .. import loading
 from ..bidirectional import make_bidirectional
+from ..encoder import CONFIG_NAME
+from ..files import atomic_directory, write_json
 from .config import ConfigError, TrainConfig
 
 
@@ -77,21 +78,15 @@ def save_adapter(peft_model, tokenizer, adapter_dir: str, base_reference: str,
     """Write the adapter (peft format, keys of the headless model), the tokenizer and, for
     encoders, ``llm2vec_config.json``. ``base_reference`` is recorded as the adapter's base so
     ``LLM2Vec.from_pretrained(adapter_dir)`` finds it. Written to a temporary folder first."""
-    final = Path(adapter_dir)
-    tmp = final.with_name(f".{final.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     for cfg in peft_model.peft_config.values():
         cfg.base_model_name_or_path = base_reference
-    # Embeddings are never trained here; "auto" would look for a config.json at the base reference.
-    peft_model.save_pretrained(tmp, save_embedding_layers=False)
-    tokenizer.save_pretrained(tmp)
-    if encoder_config is not None:
-        with open(tmp / "llm2vec_config.json", "w") as f:
-            json.dump(encoder_config, f, indent=4)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return str(final)
+    with atomic_directory(adapter_dir) as tmp:
+        # Embeddings are never trained here; "auto" would look for a config.json at the base reference.
+        peft_model.save_pretrained(tmp, save_embedding_layers=False)
+        tokenizer.save_pretrained(tmp)
+        if encoder_config is not None:
+            write_json(tmp / CONFIG_NAME, encoder_config)
+    return str(adapter_dir)
 
 
 def save_merged(encoder, output_dir: str) -> str:
