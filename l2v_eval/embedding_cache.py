@@ -7,7 +7,8 @@ tasks that share a corpus (under the same instruction) encode it once.
 Layout::
 
     <cache>/CACHEDIR.TAG                                  marks the folder as a cache (backup tools skip it)
-    <cache>/<org__model>/<settings>/settings.json         model, revision, kind, pooling, max length, dtype, adapters
+    <cache>/<org__model>/<settings>/settings.json         model, revision, kind, pooling, max length, dtype, adapters,
+                                                          attention direction
     <cache>/<org__model>/<settings>/<instruction>/instruction.txt
     <cache>/<org__model>/<settings>/<instruction>/<writer>-<seq>.emb
 
@@ -485,7 +486,8 @@ def encoder_settings(model) -> dict[str, Any]:
         settings["experiment"] = meta.experiment_name or ""
         return settings
     settings.update(kind=spec.kind, peft=list(spec.peft), pooling=spec.pooling, max_length=spec.max_length,
-                    dtype=str(spec.torch_dtype()).removeprefix("torch."))
+                    dtype=str(spec.torch_dtype()).removeprefix("torch."), causal=bool(spec.causal),
+                    experiment=meta.experiment_name or "")
     return settings
 
 

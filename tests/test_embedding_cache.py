@@ -243,3 +243,17 @@ def json_texts() -> list[str]:
     from l2v_eval.tasks.mini import read_jsonl
 
     return [t for row in read_jsonl("sts.jsonl") for t in (row["sentence1"], row["sentence2"])]
+
+
+def test_causal_and_bidirectional_runs_never_share_vectors(tiny_llama):
+    """Attention direction decides the vectors, so a --causal run never reads a bidirectional run's cache."""
+    from types import SimpleNamespace
+
+    from l2v_eval.embedding_cache import encoder_settings
+
+    def settings(**kwargs):
+        spec = ModelSpec(str(tiny_llama), **kwargs)
+        return encoder_settings(SimpleNamespace(mteb_model_meta=spec.model_meta(), spec=spec))
+
+    assert settings(causal=True) != settings() == settings(causal=False)
+    assert settings(causal=True)["causal"] is True
