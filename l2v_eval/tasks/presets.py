@@ -4,7 +4,8 @@ A spec is a comma list; each item is
 
 * a preset: ``mteb-en`` (``MTEB(eng, v1)``, the 56 tasks the LLM2Vec paper reports),
   ``mteb-en-v2`` (``MTEB(eng, v2)``), ``mteb-en-quick`` (a few small real MTEB tasks),
-  ``l2v-mini`` (the bundled offline smoke suite), ``probes`` (the word-level probes);
+  ``l2v-real`` (the bundled real-text suite, the default), ``l2v-mini`` (the bundled smoke suite
+  for tests), ``probes`` (the word-level probes);
 * a task type (``sts``, ``retrieval``, ``classification``, ``clustering``,
   ``pair-classification``, ``reranking``, ``summarization``), meaning the English v1
   tasks of that type;
@@ -23,6 +24,7 @@ from mteb.abstasks.abstask import AbsTask
 
 from ..probes.tasks import PROBE_TASK_NAMES, PROBE_TASKS, ProbeTask
 from .mini import MINI_TASK_NAMES, mini_tasks
+from .real import REAL_TASK_NAMES, real_tasks
 
 BENCHMARKS = {"mteb-en": "MTEB(eng, v1)", "mteb-en-v2": "MTEB(eng, v2)"}
 # Small MTEB tasks (about 100 to 8,000 texts each), one or two per task type; pair
@@ -37,7 +39,8 @@ QUICK = (
     "Banking77Classification",
     "StackExchangeClustering.v2",
 )
-PRESETS = (*BENCHMARKS, "mteb-en-quick", "l2v-mini", "probes")
+PRESETS = (*BENCHMARKS, "mteb-en-quick", "l2v-real", "l2v-mini", "probes")
+BUNDLED_TASK_NAMES = (*REAL_TASK_NAMES, *MINI_TASK_NAMES)  # shipped with l2v: nothing to download
 TASK_TYPES = {
     "sts": "STS",
     "retrieval": "Retrieval",
@@ -79,6 +82,8 @@ def _named_task(name: str) -> TaskRef | None:
         return PROBE_TASKS[name]
     if name in MINI_TASK_NAMES:
         return next(t for t in mini_tasks() if t.metadata.name == name)
+    if name in REAL_TASK_NAMES:
+        return next(t for t in real_tasks() if t.metadata.name == name)
     for benchmark in BENCHMARKS.values():
         found = _benchmark_tasks(benchmark).get(name)
         if found is not None:
@@ -95,6 +100,8 @@ def _item(item: str) -> list[TaskRef] | None:
         return [_named_task(name) for name in QUICK]
     if item == "l2v-mini":
         return list(mini_tasks())
+    if item == "l2v-real":
+        return list(real_tasks())
     if item == "probes":
         return list(PROBE_TASKS.values())
     if item.lower() in TASK_TYPES:
@@ -105,7 +112,7 @@ def _item(item: str) -> list[TaskRef] | None:
 
 
 def vocabulary() -> list[str]:
-    return [*PRESETS, *TASK_TYPES, *MINI_TASK_NAMES, *PROBE_TASK_NAMES, *_all_mteb_names()]
+    return [*PRESETS, *TASK_TYPES, *BUNDLED_TASK_NAMES, *PROBE_TASK_NAMES, *_all_mteb_names()]
 
 
 def close_matches(name: str, n: int = 5) -> list[str]:
@@ -123,7 +130,7 @@ def task_name(task: TaskRef) -> str:
 def resolve_tasks(spec: str) -> list[TaskRef]:
     """The tasks a spec names, in order, without duplicates; every unknown item is reported at once."""
     if not isinstance(spec, str) or not spec.strip():
-        raise UnknownTaskError("--tasks is empty; give a preset (e.g. l2v-mini, mteb-en), a task type or task names")
+        raise UnknownTaskError("--tasks is empty; give a preset (e.g. l2v-real, mteb-en), a task type or task names")
     tasks: list[TaskRef] = []
     seen: set[str] = set()
     problems: list[str] = []

@@ -11,19 +11,17 @@ examples per task give noisy scores that must not be compared with MTEB numbers.
 """
 from __future__ import annotations
 
-import json
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, DatasetDict
 from mteb.abstasks.classification import AbsTaskClassification
 from mteb.abstasks.clustering import AbsTaskClustering
 from mteb.abstasks.pair_classification import AbsTaskPairClassification
 from mteb.abstasks.retrieval import AbsTaskRetrieval
-from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 from mteb.abstasks.sts import AbsTaskSTS
 from mteb.abstasks.task_metadata import TaskMetadata
+
+from ..bundled import BundledTask, read_jsonl as _read
 
 DATA_DIR = Path(__file__).resolve().parent
 
@@ -51,13 +49,17 @@ _COMMON: dict[str, Any] = {
 # same kind named in each comment (l2v_eval/tasks/instructions.json).
 
 
-@lru_cache(maxsize=None)
 def read_jsonl(name: str) -> tuple[dict, ...]:
-    with open(DATA_DIR / name, encoding="utf-8") as f:
-        return tuple(json.loads(line) for line in f if line.strip())
+    """Rows of one of the suite's files."""
+    return _read(DATA_DIR / name)
 
 
-class L2VMiniSTS(AbsTaskSTS):
+class _Mini(BundledTask):
+    data_dir = DATA_DIR
+
+
+class L2VMiniSTS(_Mini, AbsTaskSTS):
+    data_file, layout = "sts.jsonl", "sts"
     metadata = TaskMetadata(
         name="L2VMiniSTS",
         description="Sentence pairs with graded similarity scores from 0 (unrelated) to 5 (same meaning)." + _SMOKE,
@@ -70,15 +72,9 @@ class L2VMiniSTS(AbsTaskSTS):
     min_score = 0
     max_score = 5
 
-    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
-        if self.data_loaded:
-            return
-        rows = read_jsonl("sts.jsonl")
-        self.dataset = DatasetDict({"test": Dataset.from_list(list(rows))})
-        self.data_loaded = True
 
-
-class L2VMiniClassification(AbsTaskClassification):
+class L2VMiniClassification(_Mini, AbsTaskClassification):
+    data_file, layout = "classification.jsonl", "labelled"
     metadata = TaskMetadata(
         name="L2VMiniClassification",
         description="Topic of a sentence: weather, cooking, sport or computing (logistic regression on embeddings)." + _SMOKE,
@@ -91,22 +87,9 @@ class L2VMiniClassification(AbsTaskClassification):
     # The train split has 10 sentences per label; mteb draws this many per label for each experiment.
     samples_per_label = 8
 
-    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
-        if self.data_loaded:
-            return
-        rows = read_jsonl("classification.jsonl")
-        labels = sorted({r["label"] for r in rows})
-        splits = {}
-        for split in ("train", "test"):
-            chosen = [r for r in rows if r["split"] == split]
-            splits[split] = Dataset.from_dict(
-                {"text": [r["text"] for r in chosen], "label": [labels.index(r["label"]) for r in chosen]}
-            )
-        self.dataset = DatasetDict(splits)
-        self.data_loaded = True
 
-
-class L2VMiniPairClassification(AbsTaskPairClassification):
+class L2VMiniPairClassification(_Mini, AbsTaskPairClassification):
+    data_file, layout = "pair_classification.jsonl", "pairs"
     metadata = TaskMetadata(
         name="L2VMiniPairClassification",
         description="Is the second sentence a paraphrase of the first? Half the pairs are paraphrases, half near misses." + _SMOKE,
@@ -117,25 +100,9 @@ class L2VMiniPairClassification(AbsTaskPairClassification):
         **_COMMON,
     )
 
-    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
-        if self.data_loaded:
-            return
-        rows = read_jsonl("pair_classification.jsonl")
-        self.dataset = DatasetDict(
-            {
-                "test": Dataset.from_dict(
-                    {
-                        "sentence1": [r["sentence1"] for r in rows],
-                        "sentence2": [r["sentence2"] for r in rows],
-                        "labels": [r["label"] for r in rows],
-                    }
-                )
-            }
-        )
-        self.data_loaded = True
 
-
-class L2VMiniRetrieval(AbsTaskRetrieval):
+class L2VMiniRetrieval(_Mini, AbsTaskRetrieval):
+    data_file, layout = "retrieval", "retrieval"
     metadata = TaskMetadata(
         name="L2VMiniRetrieval",
         description=(
@@ -149,23 +116,9 @@ class L2VMiniRetrieval(AbsTaskRetrieval):
         **_COMMON,
     )
 
-    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
-        if self.data_loaded:
-            return
-        relevant: dict[str, dict[str, int]] = {}
-        for r in read_jsonl("retrieval_qrels.jsonl"):
-            relevant.setdefault(r["query_id"], {})[r["doc_id"]] = int(r["score"])
-        split = RetrievalSplitData(
-            corpus=Dataset.from_list(list(read_jsonl("retrieval_corpus.jsonl"))),
-            queries=Dataset.from_list(list(read_jsonl("retrieval_queries.jsonl"))),
-            relevant_docs=relevant,
-            top_ranked=None,
-        )
-        self.dataset = {"default": {"test": split}}
-        self.data_loaded = True
 
-
-class L2VMiniClustering(AbsTaskClustering):
+class L2VMiniClustering(_Mini, AbsTaskClustering):
+    data_file, layout = "clustering.jsonl", "labelled"
     metadata = TaskMetadata(
         name="L2VMiniClustering",
         description="Sentences about animals, music, space, money and health, clustered by k-means (V-measure)." + _SMOKE,
@@ -178,20 +131,6 @@ class L2VMiniClustering(AbsTaskClustering):
     # Embed every sentence: the default 4% sample of a 50-sentence set would be two sentences.
     max_fraction_of_documents_to_embed = None
     max_documents_per_cluster = 50
-
-    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
-        if self.data_loaded:
-            return
-        rows = read_jsonl("clustering.jsonl")
-        labels = sorted({r["label"] for r in rows})
-        self.dataset = DatasetDict(
-            {
-                "test": Dataset.from_dict(
-                    {"sentences": [r["text"] for r in rows], "labels": [labels.index(r["label"]) for r in rows]}
-                )
-            }
-        )
-        self.data_loaded = True
 
 
 MINI_TASKS: tuple[type, ...] = (
