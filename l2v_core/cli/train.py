@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 STAGE_HELP = {
     "mntp": "masked next-token prediction (LoRA on the bidirectional decoder)",
@@ -139,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.merge:
             overrides["merge_output"] = True
         config = load_config(stage, args.config, overrides)
-        result = train(stage, config)
+        with warnings.catch_warnings():
+            # transformers deprecated a property that peft and accelerate still read; nothing for a user to change.
+            warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+            result = train(stage, config)
     except (ConfigError, DataError, CheckpointError, ModelLoadError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

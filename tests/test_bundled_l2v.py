@@ -1,0 +1,40 @@
+"""``bundled-l2v``: the encoder adapter shipped with l2v, and the recipe that trained it."""
+import json
+from pathlib import Path
+
+import pytest
+
+from l2v_core import loading
+from l2v_core.training import load_config
+from l2v_eval.tasks.real import TRAIN_DIR
+
+RECIPE = Path(loading.__file__).resolve().parent / "training" / "recipes" / "bundled-l2v.json"
+ADAPTER = Path(loading.BUNDLED_L2V_DIR)
+
+
+def test_the_adapter_ships_small_and_names_its_base_portably():
+    weights = ADAPTER / "adapter_model.safetensors"
+    assert weights.is_file()
+    assert weights.stat().st_size <= 10.5 * 2**20
+    config = json.loads((ADAPTER / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "bundled"
+    assert config["r"] == json.loads(RECIPE.read_text())["lora_r"]
+    assert json.loads((ADAPTER / "llm2vec_config.json").read_text())["pooling_mode"] == "mean"
+
+
+def test_the_recipe_is_a_valid_config_on_the_suites_training_split(tmp_path):
+    config = load_config("supervised", str(RECIPE), {"output_dir": str(tmp_path / "run")})
+    assert config.base_model == "bundled"
+    assert Path(config.train_file).resolve() == (TRAIN_DIR / "pairs.jsonl.gz").resolve()
+    assert config.eval_tasks == "l2v-real"
+
+
+@pytest.mark.slow
+def test_the_trained_encoder_beats_its_untrained_base(smollm2_gguf):
+    from l2v_core import LLM2Vec
+    from l2v_eval.live import evaluate_encoder, load_eval_tasks
+
+    tasks = load_eval_tasks("L2VRealQuoteCompletion")
+    trained = evaluate_encoder(LLM2Vec.from_pretrained("bundled-l2v"), tasks)["L2VRealQuoteCompletion"]
+    untrained = evaluate_encoder(LLM2Vec.from_pretrained("bundled"), tasks)["L2VRealQuoteCompletion"]
+    assert trained > untrained + 0.1, (trained, untrained)
