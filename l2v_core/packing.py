@@ -97,31 +97,74 @@ def plan_batches(lengths: list[int], order: list[int], max_texts: int, max_token
 
 def cheapest_cut(sorted_lengths: list[int], max_texts: int, max_tokens: int | None, forward_cost: float,
                  mask_cost: float, share: float) -> list[tuple[int, int]]:
-    """Contiguous batches ``[start, end)`` of non-increasing lengths with the least modelled run time.
+    """Contiguous batches ``[start, end)`` of non-increasing lengths with the least total :func:`batch_cost`.
 
-    A batch costs ``forward_cost + rows * T * (1 + share * T)`` (T its longest text), times
-    ``1 + mask_cost`` when its rows differ in length (padding and a mask). Dynamic programming over
-    the cut points, O(texts * max_texts).
+    Dynamic programming over the cut points, in about linear time. For each end, a batch of equal
+    lengths (within the run of the end's length) needs only its earliest allowed start: one row
+    earlier adds a row no longer than the batch's own and takes from the batch before its shortest
+    row. A masked batch whose longest rows form run q costs ``forward_cost + rows * w_q``, so its best
+    start in q is the least ``best[s] - s * w_q`` over the allowed ``s`` in q: a suffix minimum per run.
     """
     n = len(sorted_lengths)
+    runs, run_of = [], []
+    for i, length in enumerate(sorted_lengths):
+        if not runs or length != sorted_lengths[runs[-1][0]]:
+            runs.append([i, i])
+        runs[-1][1] = i + 1
+        run_of.append(len(runs) - 1)
+
+    def rows_allowed(longest: int) -> int:
+        return max_texts if max_tokens is None else min(max_texts, max_tokens // longest)
+
     best = [0.0] + [float("inf")] * n
     start_of = [0] * (n + 1)
+    suffix_min: dict[int, list[tuple[float, int]]] = {}
     for end in range(1, n + 1):
-        shortest = sorted_lengths[end - 1]
-        for start in range(end - 1, max(0, end - max_texts) - 1, -1):
-            longest, rows = sorted_lengths[start], end - start
-            if max_tokens is not None and rows * longest > max_tokens and rows > 1:
-                break  # earlier starts only add rows (and longer ones)
-            cost = forward_cost + rows * longest * (1.0 + share * longest)
-            if longest != shortest:
-                cost *= 1.0 + mask_cost
-            if best[start] + cost < best[end]:
-                best[end], start_of[end] = best[start] + cost, start
+        own = run_of[end - 1]
+        longest = sorted_lengths[end - 1]
+        start = max(runs[own][0], end - max(1, rows_allowed(longest)))
+        best[end] = best[start] + batch_cost(end - start, longest, False, forward_cost, mask_cost, share)
+        start_of[end] = start
+        q = own - 1
+        while start == runs[q + 1][0] and q >= 0:  # the whole run below fits: try starts in run q
+            q_start, q_end = runs[q]
+            longest = sorted_lengths[q_start]
+            start = max(q_start, end - rows_allowed(longest))
+            if start >= q_end:
+                break
+            if q not in suffix_min:
+                suffix_min[q] = _suffix_minima(best, q_start, q_end, _row_cost(longest, share) * (1.0 + mask_cost))
+            value, at = suffix_min[q][start - q_start]
+            cost = value + end * _row_cost(longest, share) * (1.0 + mask_cost) + forward_cost
+            if cost < best[end]:
+                best[end], start_of[end] = cost, at
+            q -= 1
     cuts, end = [], n
     while end > 0:
         cuts.append((start_of[end], end))
         end = start_of[end]
     return cuts[::-1]
+
+
+def _row_cost(length: int, share: float) -> float:
+    return length * (1.0 + share * length)
+
+
+def _suffix_minima(best: list[float], start: int, end: int, weight: float) -> list[tuple[float, int]]:
+    """For each s in [start, end): the least ``best[t] - t * weight`` over t in [s, end), and that t."""
+    out: list[tuple[float, int]] = []
+    current = (float("inf"), end)
+    for t in range(end - 1, start - 1, -1):
+        current = min(current, (best[t] - t * weight, t))
+        out.append(current)
+    return out[::-1]
+
+
+def batch_cost(rows: int, longest: int, masked: bool, forward_cost: float, mask_cost: float, share: float) -> float:
+    """Modelled run time of a padded batch: a fixed cost per pass plus ``rows * T * (1 + share * T)`` for
+    its longest text T, times ``1 + mask_cost`` when its rows differ in length (padding and a mask)."""
+    compute = rows * _row_cost(longest, share)
+    return forward_cost + (compute * (1.0 + mask_cost) if masked else compute)
 
 
 def token_budget_batches(lengths: list[int], order: list[int], max_texts: int, max_tokens: int | None,

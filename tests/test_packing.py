@@ -1,9 +1,11 @@
 """Batch planning (equal-length buckets, masks only where they pay) and the batch layouts give the same vectors."""
+import random
+
 import pytest
 import torch
 
 from l2v_core import LLM2Vec, POOLING_MODES
-from l2v_core.packing import PlannedBatch, cheapest_cut, pad_left, plan_batches
+from l2v_core.packing import PlannedBatch, batch_cost, cheapest_cut, pad_left, plan_batches
 
 # Texts in groups of equal token counts, plus odd ones: the planner makes both dense and padded batches.
 TEXTS = [
@@ -100,3 +102,31 @@ def test_plan_counts_tokens_without_running_the_model(tiny_llama, monkeypatch):
     assert plan.num_tokens == sum(plan.lengths) and plan.computed_tokens >= plan.num_tokens
     assert all(len(b.indices) <= 3 for b in plan.batches)
     assert [max(b.lengths) for b in plan.batches] == sorted((max(b.lengths) for b in plan.batches), reverse=True)
+
+
+def _brute_force_cost(lengths, max_texts, max_tokens, forward, mask, share):
+    """The least total cost over every way to cut, by plain dynamic programming over all starts."""
+    best = [0.0] + [float("inf")] * len(lengths)
+    for end in range(1, len(lengths) + 1):
+        for start in range(max(0, end - max_texts), end):
+            rows, longest = end - start, lengths[start]
+            if max_tokens is not None and rows > 1 and rows * longest > max_tokens:
+                continue
+            cost = batch_cost(rows, longest, longest != lengths[end - 1], forward, mask, share)
+            best[end] = min(best[end], best[start] + cost)
+    return best[-1]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_cheapest_cut_finds_the_least_cost(seed):
+    rng = random.Random(seed)
+    lengths = sorted((rng.choice([rng.randint(1, 12), rng.randint(1, 200)]) for _ in range(rng.randint(1, 60))),
+                     reverse=True)
+    max_texts, max_tokens = rng.randint(1, 12), rng.choice([None, rng.randint(1, 400)])
+    forward, mask, share = rng.choice([0.0, 8.0, 32.0, 4096.0]), rng.choice([0.0, 0.03, 0.25]), rng.random() * 1e-2
+    cut = cheapest_cut(lengths, max_texts, max_tokens, forward, mask, share)
+    assert [i for a, b in cut for i in range(a, b)] == list(range(len(lengths)))
+    assert all(b - a <= max_texts and (b - a == 1 or max_tokens is None or (b - a) * lengths[a] <= max_tokens)
+               for a, b in cut)
+    total = sum(batch_cost(b - a, lengths[a], lengths[a] != lengths[b - 1], forward, mask, share) for a, b in cut)
+    assert total == pytest.approx(_brute_force_cost(lengths, max_texts, max_tokens, forward, mask, share), rel=1e-9)
