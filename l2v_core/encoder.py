@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import warnings
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -23,10 +23,12 @@ from tqdm.auto import tqdm
 from . import distributed, loading
 from .files import write_json
 from .bidirectional import is_bidirectional, set_bidirectional
-from .packing import VARLEN_BACKENDS, Batch, pack, pad_left, token_budget_batches
+from .oom import run_splitting_on_oom
+from .packing import (VARLEN_BACKENDS, Batch, PlannedBatch, attention_share, left_pad, pack, pad_left, padded_batch,
+                      plan_batches)
 from .pooling import check_pooling_mode, pool
 from .st_model import read_prompts, write_sentence_transformers_files
-from .tokenization import Composition, split_reference_string, tokenize, validate_inputs, warn_truncated
+from .tokenization import Composition, Tokenized, split_reference_string, tokenize, validate_inputs, warn_truncated
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,34 @@ CONFIG_NAME = "llm2vec_config.json"
 ENCODER_DEFAULTS = {"pooling_mode": "mean", "max_length": 512, "doc_max_length": 400, "skip_instruction": True}
 # llm2vec_config.json keys: the encoder settings, and the attention direction when it is causal.
 SAVED_KEYS = (*ENCODER_DEFAULTS, "bidirectional")
+
+
+@dataclass
+class EncodePlan:
+    """What ``LLM2Vec.encode`` would run for a list of inputs: their tokens and the batches, in run order.
+
+    Under torchrun / accelerate the batches are this rank's share (``shards[rank]``, balanced by tokens).
+    """
+
+    tokens: Tokenized
+    batches: list[PlannedBatch]
+    device: torch.device
+    shards: list[list[int]]
+    rank: int = 0
+
+    @property
+    def lengths(self) -> list[int]:
+        return self.tokens.lengths()
+
+    @property
+    def num_tokens(self) -> int:
+        """Real tokens of the texts this process embeds."""
+        return sum(b.tokens for b in self.batches)
+
+    @property
+    def computed_tokens(self) -> int:
+        """Tokens the model runs on, padding included."""
+        return sum(b.computed_tokens for b in self.batches)
 
 
 class LLM2Vec(torch.nn.Module):
@@ -140,37 +170,30 @@ class LLM2Vec(torch.nn.Module):
                convert_to_numpy: bool = False, convert_to_tensor: bool = False, device: str | None = None):
         """Embed strings or [instruction, text] pairs; vectors come back in input order (float32, CPU)."""
         pairs = validate_inputs(sentences)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not pairs:
+            _check_batch_size(batch_size)
             empty = torch.empty(0, self.hidden_size)
             return empty.numpy() if convert_to_numpy and not convert_to_tensor else empty
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        plan = self.plan(pairs, batch_size=batch_size, device=device)
+        device = plan.device
         if self.device != device:
             self.model.to(device)
         self.model.eval()
-
-        tokens = self._tokenize(pairs, self.skip_instruction)
-        rank, world_size = distributed.world()
-        if rank == 0:
-            warn_truncated(tokens.truncated, self.max_length, self.doc_max_length)
-        lengths = tokens.lengths()
-        # Under torchrun / accelerate each rank embeds its share, balanced by tokens.
-        shards = distributed.shard_by_tokens(lengths, world_size) if world_size > 1 else [list(range(len(pairs)))]
-        mine = shards[rank]
-        order = sorted(mine, key=lambda i: -lengths[i])
-        packed = self._packs(device)
-        budget = self.max_tokens_per_batch or (batch_size * max(lengths) if packed else None)
-        batches = token_budget_batches(lengths, order, batch_size, budget, packed)
+        if plan.rank == 0:
+            warn_truncated(plan.tokens.truncated, self.max_length, self.doc_max_length)
 
         vectors = torch.empty(len(pairs), self.hidden_size, dtype=torch.float32, device=device)
+        mine = plan.shards[plan.rank]
         with torch.inference_mode(), tqdm(total=len(mine), desc="Encoding", unit="text",
-                                          disable=not show_progress_bar or rank != 0) as bar:
-            for batch in batches:
-                self._embed_into(vectors, batch, tokens, packed, device)
-                bar.update(len(batch))
-        if world_size > 1:
-            vectors = distributed.gather_rows(vectors[torch.tensor(mine, dtype=torch.long, device=device)], shards, len(pairs))
+                                          disable=not show_progress_bar or plan.rank != 0) as bar:
+            def run(batch: PlannedBatch) -> None:
+                self._embed_into(vectors, batch, plan.tokens, device)
+                bar.update(len(batch.indices))
+
+            run_splitting_on_oom(plan.batches, run, PlannedBatch.halves, size=lambda b: b.computed_tokens)
+        if len(plan.shards) > 1:
+            vectors = distributed.gather_rows(vectors[torch.tensor(mine, dtype=torch.long, device=device)],
+                                              plan.shards, len(pairs))
         bad = torch.isnan(vectors).any(-1) | torch.isinf(vectors).any(-1)
         if bool(bad.any()):
             which = bad.nonzero().squeeze(-1)[:10].tolist()
@@ -181,32 +204,43 @@ class LLM2Vec(torch.nn.Module):
         result = vectors.cpu()
         return result.numpy() if convert_to_numpy and not convert_to_tensor else result
 
+    def plan(self, sentences, batch_size: int = 32, device: str | torch.device | None = None) -> EncodePlan:
+        """The batches ``encode`` runs for ``sentences`` (same arguments), without running the model.
+
+        Inputs are sorted by length, longest first. Packed batches (GPU, varlen attention backend)
+        hold up to ``max_tokens_per_batch`` tokens (default ``batch_size`` x the longest text).
+        Otherwise batches hold at most ``batch_size`` rows (and ``max_tokens_per_batch`` tokens with
+        padding), cut where the modelled run time is least: rows of equal length run with no mask,
+        rows of different lengths are left-padded and masked only where that beats one more pass.
+        """
+        pairs = validate_inputs(sentences)
+        _check_batch_size(batch_size)
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        tokens = self._tokenize(pairs, self.skip_instruction)
+        lengths = tokens.lengths()
+        rank, world_size = distributed.world()
+        # Under torchrun / accelerate each rank embeds its share, balanced by tokens.
+        shards = distributed.shard_by_tokens(lengths, world_size) if world_size > 1 else [list(range(len(pairs)))]
+        order = sorted(shards[rank], key=lambda i: -lengths[i])
+        packed = self._packs(device)
+        budget = self.max_tokens_per_batch or (batch_size * max(lengths, default=1) if packed else None)
+        batches = plan_batches(lengths, order, batch_size, budget, packed, device.type,
+                               attention_share(self.model.config))
+        return EncodePlan(tokens, batches, device, shards, rank)
+
     def _packs(self, device: torch.device) -> bool:
         if self.packing is not None:
             return self.packing
         # Packing pays where the kernel skips the masked-out blocks; a dense T x T mask would not.
         return device.type == "cuda" and self.model.config._attn_implementation in VARLEN_BACKENDS
 
-    def _embed_into(self, out: torch.Tensor, batch: list[int], tokens, packed: bool, device) -> None:
-        """Embed one batch into ``out``; on CUDA out-of-memory, split it and retry (nothing is lost)."""
-        try:
-            ids = [tokens.input_ids[i] for i in batch]
-            masks = [tokens.pool_mask[i] for i in batch]
-            prepared = (pack(ids, masks, self.model.config._attn_implementation, self.model.dtype, device) if packed
-                        else pad_left(ids, masks, self.tokenizer.pad_token_id, device))
-            out[torch.tensor(batch, device=device)] = self._pooled(prepared)
-        except torch.cuda.OutOfMemoryError:
-            if len(batch) == 1:
-                raise
-            if not getattr(self, "_warned_oom", False):
-                warnings.warn("CUDA out of memory: halving the batch and retrying", stacklevel=2)
-                self._warned_oom = True
-            torch.cuda.empty_cache()
-            if self.max_tokens_per_batch:
-                self.max_tokens_per_batch = max(1, self.max_tokens_per_batch // 2)
-            half = len(batch) // 2
-            self._embed_into(out, batch[:half], tokens, packed, device)
-            self._embed_into(out, batch[half:], tokens, packed, device)
+    def _embed_into(self, out: torch.Tensor, batch: PlannedBatch, tokens: Tokenized, device) -> None:
+        """Embed one planned batch into the rows of ``out`` it names."""
+        ids = [tokens.input_ids[i] for i in batch.indices]
+        masks = [tokens.pool_mask[i] for i in batch.indices]
+        prepared = (pack(ids, masks, self.model.config._attn_implementation, self.model.dtype, device) if batch.packed
+                    else pad_left(ids, masks, self.tokenizer.pad_token_id, device))
+        out[torch.tensor(batch.indices, device=device)] = self._pooled(prepared)
 
     def _pooled(self, batch: Batch) -> torch.Tensor:
         states = self.model(**batch.model_inputs).last_hidden_state
@@ -224,11 +258,8 @@ class LLM2Vec(torch.nn.Module):
         items = [split_reference_string(t) if isinstance(t, str) else t for t in texts]
         pairs = validate_inputs(items)
         tokens = self._tokenize(pairs, skip_instruction=True)
-        batch = pad_left(tokens.input_ids, tokens.pool_mask, self.tokenizer.pad_token_id, "cpu")
-        embed_mask = torch.zeros_like(batch.model_inputs["attention_mask"])
-        embed_mask.view(-1)[batch.token_positions] = batch.pool_mask.long()
-        return {"input_ids": batch.model_inputs["input_ids"], "attention_mask": batch.model_inputs["attention_mask"],
-                "embed_mask": embed_mask}
+        input_ids, attention, pool_mask = left_pad(tokens.input_ids, tokens.pool_mask, self.tokenizer.pad_token_id)
+        return {"input_ids": input_ids, "attention_mask": attention, "embed_mask": pool_mask.long()}
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pooled embeddings of ``tokenize`` features, with autograd (for training)."""
@@ -236,12 +267,7 @@ class LLM2Vec(torch.nn.Module):
         attention = features["attention_mask"].to(device)
         embed_mask = features.get("embed_mask")
         pool_from = embed_mask.to(device) if (self.skip_instruction and embed_mask is not None) else attention
-        position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
-        states = self.model(input_ids=features["input_ids"].to(device), attention_mask=attention,
-                            position_ids=position_ids).last_hidden_state
-        real = attention.bool()
-        seq_index = torch.arange(real.shape[0], device=device).repeat_interleave(real.sum(-1))
-        return pool(states[real], seq_index, pool_from.bool()[real], real.shape[0], self.pooling_mode)
+        return self._pooled(padded_batch(features["input_ids"].to(device), attention, pool_from))
 
     # ------------------------------------------------------------------ saving
     def encoder_config(self) -> dict:
@@ -326,3 +352,8 @@ def _prepare_tokenizer(tokenizer) -> None:
     tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
 
+
+
+def _check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")

@@ -223,24 +223,60 @@ def test_every_architecture_encodes(model_root, arch):
     assert torch.allclose(vecs[2], single[0], atol=1e-4)
 
 
+def _rows(kwargs) -> int:
+    return kwargs["input_ids"].shape[0]
+
+
 def test_out_of_memory_halves_the_batch_and_loses_nothing(tiny_llama, monkeypatch):
     enc = LLM2Vec.from_pretrained(tiny_llama)
-    expected = enc.encode(TEXTS, batch_size=8, show_progress_bar=False)
+    texts = [TEXTS[0]] * 4 + TEXTS  # four equal rows: one batch of at least four
+    expected = enc.encode(texts, batch_size=8, show_progress_bar=False)
+    assert max(len(b.indices) for b in enc.plan(texts, batch_size=8).batches) >= 4
     real_forward = enc.model.forward
     seen = []
 
     def forward_with_small_memory(*args, **kwargs):
-        rows = kwargs["input_ids"].shape[0]
-        seen.append(rows)
-        if rows > 2:
+        seen.append((_rows(kwargs), kwargs["input_ids"].numel()))
+        if _rows(kwargs) > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return real_forward(*args, **kwargs)
 
     monkeypatch.setattr(enc.model, "forward", forward_with_small_memory)
     with pytest.warns(UserWarning, match="out of memory"):
-        got = enc.encode(TEXTS, batch_size=8, show_progress_bar=False)
+        got = enc.encode(texts, batch_size=8, show_progress_bar=False)
     assert torch.allclose(got, expected, atol=1e-5)
-    assert max(seen) == len(TEXTS) and all(r <= 2 for r in seen[1:] if r != 3)
+    failed = [tokens for rows, tokens in seen if rows > 2]
+    assert failed
+    # once a batch failed, none as large runs again: they are split before they run
+    assert all(later < earlier for earlier, later in zip(failed, failed[1:]))
+
+
+def test_out_of_memory_retry_leaves_the_settings_alone(tiny_llama, monkeypatch):
+    enc = LLM2Vec.from_pretrained(tiny_llama, max_tokens_per_batch=4096)
+    texts = [TEXTS[2]] * 6 + TEXTS
+    expected = enc.encode(texts, batch_size=8, show_progress_bar=False)
+    first = enc.plan(texts, batch_size=8).batches[0]
+    assert len(first.indices) >= 2
+    real_forward = enc.model.forward
+    seen = []
+
+    def forward_failing_once(*args, **kwargs):
+        seen.append(_rows(kwargs))
+        if len(seen) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(enc.model, "forward", forward_failing_once)
+    with pytest.warns(UserWarning, match="out of memory"):
+        got = enc.encode(texts, batch_size=8, show_progress_bar=False)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert seen[:3] == [len(first.indices), len(first.indices) // 2, len(first.indices) - len(first.indices) // 2]
+    assert enc.max_tokens_per_batch == 4096
+    # the next call plans and runs full batches again
+    assert enc.plan(texts, batch_size=8).batches[0] == first
+    seen.clear()
+    enc.encode(texts, batch_size=8, show_progress_bar=False)
+    assert seen[0] == len(first.indices)
 
 
 def test_text_whose_pooled_part_is_empty_falls_back_to_all_tokens(encoder):

@@ -215,3 +215,21 @@ def test_real_model_words_carry_their_tags(smollm2_gguf, tmp_path):
     # Measured: POS ~0.87, NER F1 ~0.5. Baselines: majority tag 0.24 (NNP); a random tiny model's NER F1 ~0.05.
     assert pos["value"] > 0.75, pos
     assert ner["value"] > 0.3, ner
+
+
+def test_out_of_memory_splits_the_batch_and_loses_no_word(encoder, monkeypatch):
+    model, tokenizer = encoder.model, encoder.tokenizer
+    expected = extract_word_features(model, tokenizer, SENTENCES, [1, 2], batch_size=4, device="cpu")
+    real_forward, rows = model.forward, []
+
+    def forward_failing_once(*args, **kwargs):
+        rows.append(kwargs["input_ids"].shape[0])
+        if len(rows) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", forward_failing_once)
+    with pytest.warns(UserWarning, match="out of memory"):
+        got = extract_word_features(model, tokenizer, SENTENCES, [1, 2], batch_size=4, device="cpu")
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert rows == [4, 2, 2]  # the failed batch ran again as two halves

@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from l2v_core.files import write_json
+from l2v_core.oom import run_splitting_on_oom
 
 logger = logging.getLogger(__name__)
 
@@ -299,31 +300,29 @@ def extract_word_features(model: torch.nn.Module, tokenizer, sentences: Sequence
     written = np.zeros(n_words, dtype=bool)
     try:
         with tqdm(total=len(pieces), desc="Word features", unit="seq", disable=not show_progress) as bar:
-            start = 0
-            while start < len(order):
-                batch = [pieces[i] for i in order[start:start + batch_size]]
-                try:
-                    vectors, batch_rows = _forward_batch(model, batch, layers, num_layers, pad_id, device, rows)
-                except torch.cuda.OutOfMemoryError:
-                    if batch_size == 1:
-                        raise
-                    torch.cuda.empty_cache()
-                    batch_size = max(1, batch_size // 2)
-                    warnings.warn(f"CUDA out of memory: retrying with batch_size={batch_size}", stacklevel=2)
-                    continue
+            def run(batch: list[int]) -> None:
+                chosen = [pieces[i] for i in batch]
+                vectors, batch_rows = _forward_batch(model, chosen, layers, num_layers, pad_id, device, rows)
                 if not torch.isfinite(vectors).all():
                     raise FloatingPointError(
                         "The model produced non-finite hidden states; this usually means fp16 overflow or broken "
                         "weights - load it in float32 or bfloat16")
                 out[:, batch_rows] = vectors.numpy()
                 written[batch_rows] = True
-                start += len(batch)
                 bar.update(len(batch))
+
+            batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+            run_splitting_on_oom(batches, run, _halves)
     finally:
         model.train(was_training)
     if not written.all():  # every word belongs to a piece; a gap would be a bug here, not bad input
         raise RuntimeError(f"{int((~written).sum())} words got no vector")
     return out
+
+
+def _halves(batch: list[int]) -> tuple[list[int], ...]:
+    half = len(batch) // 2
+    return (batch[:half], batch[half:]) if half else ()
 
 
 # ---------------------------------------------------------------------- cache
