@@ -338,7 +338,7 @@ class TaskProgress:
 
 
 # ---------------------------------------------------------------------- the encoder wrapper
-def _texts_of(inputs) -> list[str]:
+def texts_of(inputs) -> list[str]:
     """The texts of an mteb dataloader, as the encoder reads them (documents: title + body)."""
     dataset = getattr(inputs, "dataset", None)
     if "text" in (getattr(dataset, "column_names", None) or ()):
@@ -432,7 +432,7 @@ class CachedEncoder(CachedEmbeddingWrapper):
 
     def encode(self, inputs, *, task_metadata, hf_split: str, hf_subset: str, prompt_type=None,
                batch_size: int = 32, **kwargs: Any) -> np.ndarray:
-        texts = _texts_of(inputs)
+        texts = texts_of(inputs)
         self.progress.announce(len(texts))
         if not texts:
             return self._encode_texts([], task_metadata, hf_split, hf_subset, prompt_type, batch_size, kwargs)

@@ -54,14 +54,9 @@ class LiveEncoder(AbsEncoder):
 def batch_texts(inputs) -> list[str]:
     """The texts of mteb's batches: ``text``, or ``title`` + ``body`` joined as mteb does; empty
     texts (real corpora have a few, LLM2Vec refuses them) become a single space."""
-    texts: list[str] = []
-    for batch in inputs:
-        if "text" in batch:
-            texts.extend(batch["text"])
-        else:
-            titles = batch.get("title") or [""] * len(batch["body"])
-            texts.extend(f"{t} {b}".strip() for t, b in zip(titles, batch["body"], strict=True))
-    return [t if t else " " for t in texts]
+    from .embedding_cache import texts_of
+
+    return [t if t else " " for t in texts_of(inputs)]
 
 
 def load_eval_tasks(spec: str, data_dir: str | None = None) -> list:
