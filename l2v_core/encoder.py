@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from . import distributed, loading
+from . import distributed, files, loading
 from .files import write_json
 from .bidirectional import is_bidirectional, set_bidirectional
 from .oom import run_splitting_on_oom
@@ -302,6 +302,7 @@ class LLM2Vec(torch.nn.Module):
         model = loading.saveable(self.model)
         model.save_pretrained(output_path)
         self.tokenizer.save_pretrained(output_path)
+        files.plain_file_modes(output_path, "*.safetensors")  # only the weights just written; the folder may hold the user's files
         config_file = os.path.join(output_path, "config.json")
         if os.path.isfile(config_file):
             # transformers 5 no longer records the model's name; chat templates are keyed on it.

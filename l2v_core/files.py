@@ -114,10 +114,24 @@ def staging_dir(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
+def plain_file_modes(folder: str | os.PathLike, pattern: str = "**/*") -> None:
+    """Give the files under ``folder`` matching ``pattern`` the mode a plain write gives (``0666 & ~umask``).
+
+    Libraries that save through a private temporary file (safetensors 0.8 writes weights 0600)
+    would otherwise leave an adapter or model that no one else on a shared machine can read.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    for file in Path(folder).glob(pattern):
+        if file.is_file() and not file.is_symlink():
+            os.chmod(file, 0o666 & ~umask)
+
+
 def publish_dir(staging: str | os.PathLike, path: str | os.PathLike) -> None:
-    """Move the complete folder ``staging`` to ``path``. A folder already at ``path`` is moved
-    aside first and deleted only once the new one is in place."""
+    """Move the complete folder ``staging`` to ``path`` (its files with plain-write modes). A folder
+    already at ``path`` is moved aside first and deleted only once the new one is in place."""
     path = Path(path)
+    plain_file_modes(staging)
     aside = path.with_name(f".{path.name}.old")
     shutil.rmtree(aside, ignore_errors=True)
     if path.exists():

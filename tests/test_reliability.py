@@ -180,6 +180,19 @@ def test_atomic_writes_get_the_mode_of_a_plain_write(tmp_path, umask, mode):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new.json", "old.txt", "plain.txt"]
 
 
+def test_converted_weights_get_the_mode_of_a_plain_write(model_copy, tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert convert([str(model_copy), str(tmp_path / "out")]) == 0
+    finally:
+        os.umask(old)
+    weights = list((tmp_path / "out").glob("*.safetensors"))
+    assert weights
+    for file in (tmp_path / "out").iterdir():
+        if file.is_file():
+            assert file.stat().st_mode & 0o777 == 0o644, file
+
+
 def test_failed_atomic_write_keeps_the_old_file(tmp_path):
     target = tmp_path / "table.csv"
     target.write_text("old rows")

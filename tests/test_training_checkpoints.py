@@ -164,3 +164,19 @@ def test_rng_states_are_plain_data(tmp_path):
     checkpoints.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     again = (random.random(), random.gauss(0, 1), np.random.standard_normal(), np.random.rand(), torch.rand(3))
     assert expected[:4] == again[:4] and torch.equal(expected[4], again[4])
+
+
+def plain_mode():
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def test_adapters_and_checkpoints_get_the_mode_of_a_plain_write(straight):
+    # safetensors writes weights 0600 through a private temporary file; a saved run must stay
+    # readable by whoever may read the user's other files.
+    weights = [straight / "adapter" / "adapter_model.safetensors",
+               *sorted((straight / "checkpoints").glob("step-*/adapter/adapter_model.safetensors"))]
+    assert len(weights) >= 2
+    for file in [*weights, *(straight / "adapter").iterdir()]:
+        assert file.stat().st_mode & 0o777 == plain_mode(), file
