@@ -150,7 +150,9 @@ def build_blocks(frame: pd.DataFrame, out_dir: Path, title: str | None, level: i
     blocks = []
     if title:
         blocks += [Block("heading", title, level - 1)]
-    blocks.append(Block("text", f"{intro}{frame['model'].nunique()} model(s) and {frame['task'].nunique()} "
+    # Counted as the tables label them: one model run causal and bidirectional is two rows.
+    n_models = len(frame[["model", "model_revision", "experiment"]].drop_duplicates())
+    blocks.append(Block("text", f"{intro}{n_models} model(s) and {frame['task'].nunique()} "
                                 "task(s). Scores are ×100."))
     blocks += _mteb_blocks(frame, out_dir, level, prefix)
     blocks += _probe_blocks(frame, out_dir, level, prefix)

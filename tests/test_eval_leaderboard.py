@@ -105,6 +105,7 @@ def test_report_with_plots_tables_and_probe_curves(results, tmp_path):
     for name in ("task_types.png", "type_sts.png", "type_retrieval.png", "type_classification.png", "probe_pos.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert f"]({name})" in md
+    assert "3 model(s) and" in md  # org/a, org/a [instructions_none], org/b: counted as the tables show them
     assert "## Per task" in md and "| task | type |" in md
     assert "## Probes per layer" in md and "best layer" in md
     assert "| org/a | 3 | 0.80 |" in md  # org/a's best probe layer and value
