@@ -39,8 +39,10 @@ QUICK = (
     "Banking77Classification",
     "StackExchangeClustering.v2",
 )
-PRESETS = (*BENCHMARKS, "mteb-en-quick", "l2v-real", "l2v-mini", "probes")
-BUNDLED_TASK_NAMES = (*REAL_TASK_NAMES, *MINI_TASK_NAMES)  # shipped with l2v: nothing to download
+# Suites shipped with l2v (nothing to download): preset name -> (its task names, fresh instances).
+BUNDLED_SUITES = {"l2v-real": (REAL_TASK_NAMES, real_tasks), "l2v-mini": (MINI_TASK_NAMES, mini_tasks)}
+BUNDLED_TASK_NAMES = tuple(name for names, _ in BUNDLED_SUITES.values() for name in names)
+PRESETS = (*BENCHMARKS, "mteb-en-quick", *BUNDLED_SUITES, "probes")
 TASK_TYPES = {
     "sts": "STS",
     "retrieval": "Retrieval",
@@ -80,10 +82,9 @@ def _fresh(task: AbsTask) -> AbsTask:
 def _named_task(name: str) -> TaskRef | None:
     if name in PROBE_TASKS:
         return PROBE_TASKS[name]
-    if name in MINI_TASK_NAMES:
-        return next(t for t in mini_tasks() if t.metadata.name == name)
-    if name in REAL_TASK_NAMES:
-        return next(t for t in real_tasks() if t.metadata.name == name)
+    for names, tasks in BUNDLED_SUITES.values():
+        if name in names:
+            return next(t for t in tasks() if t.metadata.name == name)
     for benchmark in BENCHMARKS.values():
         found = _benchmark_tasks(benchmark).get(name)
         if found is not None:
@@ -98,10 +99,8 @@ def _item(item: str) -> list[TaskRef] | None:
         return [_fresh(t) for t in _benchmark_tasks(BENCHMARKS[item]).values()]
     if item == "mteb-en-quick":
         return [_named_task(name) for name in QUICK]
-    if item == "l2v-mini":
-        return list(mini_tasks())
-    if item == "l2v-real":
-        return list(real_tasks())
+    if item in BUNDLED_SUITES:
+        return list(BUNDLED_SUITES[item][1]())
     if item == "probes":
         return list(PROBE_TASKS.values())
     if item.lower() in TASK_TYPES:
