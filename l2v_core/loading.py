@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from .dtypes import DTYPE_NAMES
 from .errors import AdapterError, ModelLoadError
 from .hub import HubOptions, download_metadata, download_model, looks_like_hub_id, snapshot_of
 
@@ -36,8 +37,6 @@ logger = logging.getLogger(__name__)
 BUNDLED = "bundled"
 BUNDLED_L2V = "bundled-l2v"
 BUNDLED_L2V_DIR = Path(__file__).resolve().parent / "adapters" / "bundled-l2v"
-# dtype names accepted wherever a dtype is configured (CLIs, training configs); "auto" lets transformers pick.
-DTYPE_NAMES = ("float32", "bfloat16", "float16", "auto")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
 # config.json key set_bidirectional records on a model's config (saved with it).
