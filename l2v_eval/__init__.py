@@ -1,7 +1,7 @@
 """l2v evaluation harness: MTEB (through the ``mteb`` package), the bundled ``l2v-mini``
 suite and word-level probes, into one tidy results table with leaderboards and reports.
 
-Names are imported on first use, so ``l2v_eval.cli`` can set offline mode before
+Names are imported on first use, so the ``l2v-eval`` command line (``l2v_cli.eval``) can set offline mode before
 mteb, datasets and huggingface_hub are imported (they read it once, at import).
 """
 from __future__ import annotations

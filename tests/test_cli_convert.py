@@ -4,7 +4,7 @@ import json
 import torch
 
 from l2v_core import LLM2Vec
-from l2v_core.cli.convert import main
+from l2v_cli.convert import main
 
 
 def test_convert_writes_loadable_directory(tiny_llama, tmp_path, capsys):

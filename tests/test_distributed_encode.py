@@ -41,7 +41,7 @@ def test_l2v_eval_under_torchrun_matches_one_process(tiny_llama, tmp_path):
     import pandas as pd
 
     def run(cmd_prefix, out):
-        cmd = [*cmd_prefix, "-m", "l2v_eval.cli", "--model", str(tiny_llama), "--tasks", "L2VMiniSTS,L2VMiniRetrieval",
+        cmd = [*cmd_prefix, "-m", "l2v_cli.eval", "--model", str(tiny_llama), "--tasks", "L2VMiniSTS,L2VMiniRetrieval",
                "--output", str(out), "--no-progress", "--batch-size", "4"]
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
@@ -50,7 +50,7 @@ def test_l2v_eval_under_torchrun_matches_one_process(tiny_llama, tmp_path):
 
     single = run([sys.executable], tmp_path / "one")
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29611"]
-    # --no-python: torchrun starts `python -m l2v_eval.cli ...` on each rank as given
+    # --no-python: torchrun starts `python -m l2v_cli.eval ...` on each rank as given
     sharded = run([*launcher, "--no-python", sys.executable], tmp_path / "two")
     key = ["task", "split", "subset", "metric"]
     merged = single.merge(sharded, on=key, suffixes=("_one", "_two"))

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from l2v_eval.cli import main
+from l2v_cli.eval import main
 from l2v_eval.embedding_cache import (HEADER, SUFFIX, ChunkStore, CorruptChunk, describe, read_chunk, text_keys,
                                       write_chunk)
 from l2v_eval.harness import EvalConfig, run_evaluation
@@ -200,7 +200,7 @@ def test_torchrun_ranks_write_their_own_shards_and_clean_up(tiny_llama, tmp_path
     out, scratch = tmp_path / "two", tmp_path / "tmp"
     scratch.mkdir()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29641",
-           "--no-python", sys.executable, "-m", "l2v_eval.cli", "--model", str(tiny_llama),
+           "--no-python", sys.executable, "-m", "l2v_cli.eval", "--model", str(tiny_llama),
            "--tasks", "L2VMiniSTS,L2VMiniRetrieval", "--output", str(out), "--no-progress", "--batch-size", "4"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)

@@ -15,7 +15,7 @@ import torch
 from huggingface_hub import constants
 
 from l2v_core import LLM2Vec
-from l2v_eval.cli import main
+from l2v_cli.eval import main
 from l2v_eval.harness import EvalConfig, run_evaluation
 from l2v_eval.model import ModelSpec, ModelSpecError
 from l2v_eval.registry import llm2vec_models, registry_model
@@ -111,7 +111,7 @@ def test_hub_id_model_is_named_by_id_and_commit(hub):
 CLI = textwrap.dedent("""
     import json, os, sys
     import huggingface_hub.constants as constants
-    from l2v_eval.cli import main
+    from l2v_cli.eval import main
     runs = json.loads(sys.argv[1])
     for argv in runs:
         code = main(argv)

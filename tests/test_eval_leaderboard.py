@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from l2v_eval.cli import main
+from l2v_cli.eval import main
 from l2v_eval.leaderboard import MEAN_TASK, MEAN_TYPE, build_leaderboard
 from l2v_eval.report import write_report
 from l2v_eval.results import ResultsStore, failure_row, load_results, to_frame

@@ -9,7 +9,7 @@ import mteb
 import pandas as pd
 import pytest
 
-from l2v_eval.cli import main
+from l2v_cli.eval import main
 from l2v_eval.harness import EvalConfig, Evaluation, run_evaluation
 from l2v_eval.model import ModelSpec
 from l2v_eval.results import COLUMNS, KEY, load_results

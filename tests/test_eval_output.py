@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from l2v_eval import leaderboard
-from l2v_eval.cli import main
+from l2v_cli.eval import main
 from l2v_eval.harness import EvalConfig, Evaluation, default_output, run_evaluation, suite_name, terminal_output
 from l2v_eval.results import ResultsStore, load_results, to_frame
 from l2v_eval.tasks.mini import L2VMiniRetrieval, L2VMiniSTS

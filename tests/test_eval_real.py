@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from l2v_eval.cli import build_parser
+from l2v_cli.eval import build_parser
 from l2v_eval.harness import EvalConfig, run_evaluation
 from l2v_eval.results import load_results
 from l2v_eval.tasks.presets import resolve_tasks

@@ -13,7 +13,7 @@ from huggingface_hub import constants
 from transformers import AutoModel
 
 from l2v_core import LLM2Vec, is_bidirectional, loading, make_bidirectional
-from l2v_core.cli.convert import main as convert
+from l2v_cli.convert import main as convert
 from l2v_core.errors import AdapterError, HubUnreachableError, ModelLoadError, NotCachedError, NotOnHubError
 from tests import hubcache, tiny
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from l2v_core import LLM2Vec
-from l2v_core.cli.convert import main as convert
+from l2v_cli.convert import main as convert
 from l2v_core.files import atomic_write, write_json
 from tests.test_reference_compat import BUILD_REFERENCE, REFERENCE_PYTHON, assert_close_to_reference, run_reference
 

@@ -4,7 +4,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from l2v_core import LLM2Vec, is_bidirectional
-from l2v_core.cli.convert import main as convert_main
+from l2v_cli.convert import main as convert_main
 
 pytestmark = pytest.mark.slow
 

@@ -93,7 +93,7 @@ def test_the_cli_refuses_a_planted_pickle_in_one_line(tiny_llama, corpus, tmp_pa
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
     args = [f"--{k}={str(v).lower() if isinstance(v, bool) else v}"
             for k, v in settings(tiny_llama, corpus, out, max_steps=6).items()]
-    done = subprocess.run([sys.executable, "-m", "l2v_core.cli.train", "mntp", *args], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "l2v_cli.train", "mntp", *args], capture_output=True, text=True,
                           env=env, timeout=300)
     assert done.returncode == 2 and not marker.exists()
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]

@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from l2v_core import LLM2Vec
-from l2v_core.cli import train as cli
+from l2v_cli import train as cli
 from l2v_core.training import sample_path
 
 FEW = ["--batch_size", "4", "--max_length", "64", "--save_steps", "2", "--progress_bar", "false"]
@@ -36,7 +36,7 @@ def test_mntp_then_simcse_then_supervised(tiny_llama, tmp_path, capsys):
     # The result loads as an encoder, and after l2v-convert with sentence-transformers.
     from sentence_transformers import SentenceTransformer
 
-    from l2v_core.cli import convert
+    from l2v_cli import convert
 
     encoder = LLM2Vec.from_pretrained(str(runs / "simcse"))
     vectors = encoder.encode(TEXTS, show_progress_bar=False)
@@ -48,7 +48,7 @@ def test_mntp_then_simcse_then_supervised(tiny_llama, tmp_path, capsys):
 def test_cli_errors_are_one_clear_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     run = subprocess.run(
-        [sys.executable, "-m", "l2v_core.cli.train", "mntp", sample_path("mntp.json"), "--output_dir", str(tmp_path),
+        [sys.executable, "-m", "l2v_cli.train", "mntp", sample_path("mntp.json"), "--output_dir", str(tmp_path),
          "--max_step", "3"], capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 2
     assert "error: Unknown key 'max_step' for mntp training; did you mean 'max_steps'" in run.stderr

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from l2v_core.cli.train import parse_overrides
+from l2v_cli.train import parse_overrides
 from l2v_core.training import ConfigError, DataError, load_config, load_texts, load_triples, sample_path
 from l2v_core.training.config import MNTPConfig, SimCSEConfig, SupervisedConfig
 from l2v_core.training.data import BatchSchedule

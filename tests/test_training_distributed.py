@@ -23,7 +23,7 @@ def torchrun_train(stage: str, settings: dict, processes: int = 2) -> None:
            "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-         "-m", "l2v_core.cli.train", stage, sample_path(f"{stage}.json"), *overrides],
+         "-m", "l2v_cli.train", stage, sample_path(f"{stage}.json"), *overrides],
         capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
 

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from l2v_core import LLM2Vec
-from l2v_core.cli import train as cli
+from l2v_cli import train as cli
 from l2v_core.training import ConfigError, load_config, sample_path, train
 from l2v_eval.live import evaluate_encoder, load_eval_tasks
 from l2v_eval.tasks.mini import MINI_TASK_NAMES

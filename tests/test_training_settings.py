@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from l2v_core.cli import train as cli
+from l2v_cli import train as cli
 from l2v_core.training import STAGES, ConfigError, load_config
 from l2v_core.training.config import setting_help
 
@@ -82,6 +82,6 @@ def test_stage_defaults_in_help_are_the_stage_s_own(capsys):
 
 def test_help_runs_as_the_installed_command():
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    done = subprocess.run([sys.executable, "-m", "l2v_core.cli.train", "supervised", "--help"], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "l2v_cli.train", "supervised", "--help"], capture_output=True,
                           text=True, env=env, timeout=120)
     assert done.returncode == 0 and "--homogeneous_batches VALUE" in done.stdout and "--eval_tasks VALUE" in done.stdout

@@ -6,8 +6,8 @@ import json
 import sys
 import time
 
-from ..files import check_output_dir
-from ..pooling import POOLING_MODES
+from l2v_core.files import check_output_dir
+from l2v_core.pooling import POOLING_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,9 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ..bidirectional import is_bidirectional
-    from ..encoder import LLM2Vec
-    from ..loading import ModelLoadError
+    from l2v_core.bidirectional import is_bidirectional
+    from l2v_core.encoder import LLM2Vec
+    from l2v_core.loading import ModelLoadError
 
     model = args.model
     prompts = None

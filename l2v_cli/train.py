@@ -53,7 +53,7 @@ def build_stage_parser(stage: str) -> argparse.ArgumentParser:
     read from the stage's typed config."""
     import dataclasses
 
-    from ..training.config import REQUIRED_KEYS, STAGES, setting_default, setting_help
+    from l2v_core.training.config import REQUIRED_KEYS, STAGES, setting_default, setting_help
 
     config_class = STAGES[stage]
     p = argparse.ArgumentParser(
@@ -82,7 +82,7 @@ def build_report_parser() -> argparse.ArgumentParser:
 
 def parse_overrides(tokens: list[str]) -> dict:
     """``--key value`` / ``--key=value`` pairs; a key with no value means true."""
-    from ..training.config import ConfigError, parse_override_value
+    from l2v_core.training.config import ConfigError, parse_override_value
 
     out: dict = {}
     i = 0
@@ -105,8 +105,8 @@ def parse_overrides(tokens: list[str]) -> dict:
 
 
 def report(argv: list[str]) -> int:
-    from ..training import ConfigError
-    from ..training.report import write_training_report
+    from l2v_core.training import ConfigError
+    from l2v_core.training.report import write_training_report
 
     args = build_report_parser().parse_args(argv)
     try:
@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     flags = [a for a in argv[len(head):] if a in ("--merge", "-h", "--help")]
     rest = [a for a in argv[len(head):] if a not in flags]
     args = build_stage_parser(stage).parse_args(head + flags)
-    from ..loading import ModelLoadError
-    from ..training import CheckpointError, ConfigError, DataError, load_config, train
+    from l2v_core.loading import ModelLoadError
+    from l2v_core.training import CheckpointError, ConfigError, DataError, load_config, train
 
     try:
         overrides = parse_overrides(rest)

@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging()
     from l2v_core.errors import ModelLoadError
 
-    from .model import ModelLoadFailed
-    from .tasks.local import MissingDatasetError
+    from l2v_eval.model import ModelLoadFailed
+    from l2v_eval.tasks.local import MissingDatasetError
 
     try:
         return _dispatch(args)
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args) -> int:
     if args.command == "run":
-        from .harness import EvalConfig, run_evaluation
+        from l2v_eval.harness import EvalConfig, run_evaluation
 
         config = EvalConfig(
             model=args.model, tasks=args.tasks, output=args.output, instructions=args.instructions,
@@ -164,36 +164,36 @@ def _dispatch(args) -> int:
         print(summary.format())
         return summary.exit_code
     if args.command == "leaderboard":
-        from .leaderboard import expected_tasks, leaderboard_summary
+        from l2v_eval.leaderboard import expected_tasks, leaderboard_summary
 
         print(leaderboard_summary(args.results_dir, args.output, tasks=expected_tasks(args.tasks) if args.tasks else None,
                                   scale=1.0 if args.raw else 100.0, baselines=not args.no_baselines))
         return 0
     if args.command == "report":
-        from .report import write_report
+        from l2v_eval.report import write_report
 
         md = write_report(args.results_dir, args.output, title=args.title, baselines=not args.no_baselines)
         print(f"Wrote {md}\nWrote {md.with_name('report.html')}")
         return 0
     if args.command == "tasks":
-        from .tasks.presets import resolve_tasks
+        from l2v_eval.tasks.presets import resolve_tasks
 
         for task in resolve_tasks(args.spec):
             print(f"{task.metadata.name}\t{task.metadata.type}\t{','.join(task.eval_splits)}")
         return 0
     if args.command == "cache":
-        from . import embedding_cache
+        from l2v_eval import embedding_cache
 
         print(embedding_cache.clear_caches(args.dir) if args.action == "clear" else embedding_cache.info(args.dir))
         return 0
     if args.command == "models":
-        from .registry import named_models
+        from l2v_eval.registry import named_models
 
         for row in named_models():
             print("\t".join(row))
         return 0
     if args.command == "download":
-        from .harness import download_task_data
+        from l2v_eval.harness import download_task_data
 
         fetched = download_task_data(args.tasks, args.data_dir)
         print(f"Fetched {len(fetched)} task(s) into {args.data_dir}")
