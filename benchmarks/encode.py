@@ -1,7 +1,8 @@
 """Encode throughput: l2v's encoder vs a naive padded loop and the dense ceiling, on one workload, in one run.
 
-    python benchmarks/encode.py --shape smollm2 --texts 1024 --repeats 3          # CPU, fp32
-    python benchmarks/encode.py --shape mistral7b --device cuda --texts 4096      # GPU, bf16
+    python benchmarks/encode.py --shape smollm2                                   # CPU, dtype auto
+    python benchmarks/encode.py --shape smollm2 --dtype bfloat16 --texts 1024     # CPU, bf16 forced
+    python benchmarks/encode.py --shape mistral7b --device cuda --texts 4096      # GPU, bf16 (auto)
 
 Builds the random-init model of the shape (benchmarks/shapes.py) with the word-level workload tokenizer
 (one token per word, benchmarks/workload.py) and times, each --repeats times (figures are medians):
@@ -14,6 +15,9 @@ Builds the random-init model of the shape (benchmarks/shapes.py) with the word-l
             workload (it is slow, and its tokens/s does not depend on how many texts it runs)
   ceiling   the workload sorted by length in batches of --batch-size texts, each batch run as rows of its
             mean length: no padding and no mask, the most this model does at these batch shapes
+Every figure runs in one dtype (--dtype; auto: bf16 on a GPU or a CPU with bf16 units, else fp32, as l2v's own
+default decides; the JSON's dtype is the one used). The defaults (256 texts, 64 naive texts, 3 repeats) keep a CPU
+run of the smollm2 shape in fp32 to a few minutes.
 Tokens/s count real tokens (padding never counts). The LAST line printed is one JSON object:
   shape device dtype attn texts tokens padded_tok_s packed_tok_s naive_tok_s dense_ceiling_tok_s
   packed_vs_padded fraction_of_ceiling peak_mem_gib mfu
@@ -38,6 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 import shapes  # noqa: E402
+from l2v_core.dtypes import DTYPE_NAMES, dtype_name, resolve_dtype  # noqa: E402
 from workload import make_corpus, make_tokenizer  # noqa: E402
 
 
@@ -109,22 +114,22 @@ def parse(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", choices=[*shapes.SHAPES, *shapes.ALIASES], default="smollm2")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when present")
-    p.add_argument("--texts", type=int, default=1024, help="workload texts (the first N of the standard workload)")
+    p.add_argument("--texts", type=int, default=256, help="workload texts (the first N of the standard workload)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each figure; the median is reported")
-    p.add_argument("--naive-texts", type=int, default=128, help="texts the naive loop runs (sampled; 0: all)")
+    p.add_argument("--naive-texts", type=int, default=64, help="texts the naive loop runs (sampled; 0: all)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-tokens", type=int, default=None, help="LLM2Vec max_tokens_per_batch (default: its own)")
     p.add_argument("--attn", default="sdpa", help="attention backend: sdpa, eager, flex_attention, flash_attention_2")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
-                   help="default: float32 on CPU, bfloat16 on CUDA")
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="auto",
+                   help="auto (default): bfloat16 on a GPU or a CPU with bf16 units, else float32")
     args = p.parse_args(argv)
     args.shape = shapes.ALIASES.get(args.shape, args.shape)
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device here")
-    if args.dtype is None:
-        args.dtype = "bfloat16" if args.device == "cuda" else "float32"
+    args.requested_dtype = args.dtype
+    args.dtype = dtype_name(resolve_dtype(args.dtype, args.device))
     if args.texts < 1 or args.repeats < 1:
         p.error("--texts and --repeats must be positive")
     return args
@@ -179,7 +184,8 @@ def main(argv=None):
     enc, texts = build_encoder(args, device, dtype)
     plan = enc.plan(texts, batch_size=args.batch_size, device=device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
-    print(f"{args.shape} on {where}, {args.dtype}, attn {args.attn}: {len(texts)} texts, {plan.num_tokens} tokens; "
+    chosen = f"{args.dtype} ({args.requested_dtype})" if args.requested_dtype == "auto" else args.dtype
+    print(f"{args.shape} on {where}, {chosen}, attn {args.attn}: {len(texts)} texts, {plan.num_tokens} tokens; "
           f"l2v plan: {describe(plan)}", flush=True)
     tok_s, peak, l2v_seconds = measure(args, enc, texts, plan, device)
     own = tok_s.get("packed", tok_s["padded"])

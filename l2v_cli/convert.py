@@ -6,6 +6,7 @@ import json
 import sys
 import time
 
+from l2v_core.dtypes import DTYPE_NAMES
 from l2v_core.files import check_output_dir
 from l2v_core.pooling import POOLING_MODES
 
@@ -27,12 +28,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep causal attention (baseline); recorded, so the saved encoder reloads causal")
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--doc-max-length", type=int, default=None)
-    p.add_argument("--dtype", default="float32", help="weights dtype to save (float32, bfloat16, float16)")
+    p.add_argument("--dtype", default="auto", choices=DTYPE_NAMES,
+                   help="weights dtype to save. auto (the default) saves float32: lossless for fp32, bf16, fp16 and "
+                        "GGUF sources, and the file may run on any processor; the encoder picks its run dtype "
+                        "again each time it is loaded")
     p.add_argument("--prompts", default=None, metavar="FILE.json",
                    help="JSON {name: instruction} saved as sentence-transformers prompts")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty output folder, replacing files of the same name")
     return p
+
+
+def saved_dtype(name: str) -> str:
+    """What ``--dtype`` saves: ``auto`` is float32, since a saved file says nothing of the processor it will run on."""
+    return "float32" if name == "auto" else name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         encoder = LLM2Vec.from_pretrained(
             model, peft_model_name_or_path=args.peft or None, merge_peft=args.merge,
             enable_bidirectional=False if args.causal else None, pooling_mode=args.pooling, max_length=args.max_length,
-            doc_max_length=args.doc_max_length, dtype=args.dtype, revision=args.revision,
+            doc_max_length=args.doc_max_length, dtype=saved_dtype(args.dtype), revision=args.revision,
         )
     except (ModelLoadError, ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)

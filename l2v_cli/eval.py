@@ -35,6 +35,8 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from l2v_core.dtypes import DTYPE_NAMES
+
     parser = argparse.ArgumentParser(
         prog="l2v-eval",
         description="Evaluate text encoders on MTEB tasks (via mteb), the bundled l2v-real and l2v-mini suites and word-level "
@@ -62,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="'default' (the LLM2Vec paper's), 'none', or a JSON file mapping task name to instruction")
     run.add_argument("--batch-size", type=_positive, default=32)
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    run.add_argument("--dtype", default=None, choices=("auto", "float32", "bfloat16", "float16"),
-                     help="default: bfloat16 on GPU, float32 on CPU")
+    run.add_argument("--dtype", default="auto", choices=DTYPE_NAMES,
+                     help="auto (the default): bfloat16 on a GPU or a CPU with bf16 units (AVX512-BF16/AMX), else "
+                          "float32; non-float32 runs are kept apart in the results. float32 reproduces older runs")
     run.add_argument("--max-length", type=_positive, default=None, help="token limit per text (default: the model's)")
     run.add_argument("--pooling", default=None, help="pooling mode (default: the model's saved one, else mean)")
     run.add_argument("--peft", action="append", default=[], metavar="ADAPTER",

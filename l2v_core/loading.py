@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .dtypes import DTYPE_NAMES
+from .dtypes import DTYPE_NAMES, default_device, resolve_dtype
 from .errors import AdapterError, ModelLoadError
 from .hub import HubOptions, download_metadata, download_model, looks_like_hub_id, snapshot_of
 
@@ -336,19 +336,30 @@ def _quiet_transformers():
 
 
 def normalize_model_kwargs(model_kwargs: dict) -> dict:
-    """Accept the reference's ``torch_dtype=`` and default to fp32 like it did (transformers 5 defaults to "auto")."""
+    """Accept the reference's ``torch_dtype=``; the dtype defaults to ``auto``, l2v's: bf16 where the device the
+    model goes to has bf16 units, else fp32 (transformers' own "auto", the checkpoint's dtype, would put a bf16
+    checkpoint in emulated, several times slower bf16 on most CPUs)."""
     kwargs = dict(model_kwargs)
     if "torch_dtype" in kwargs:
         kwargs.setdefault("dtype", kwargs.pop("torch_dtype"))
-    dtype = kwargs.get("dtype", torch.float32)
-    if isinstance(dtype, str) and dtype != "auto":
-        dtype = getattr(torch, dtype, None) if hasattr(torch, dtype) else None
-        if not isinstance(dtype, torch.dtype):
-            raise ValueError(f"Unknown dtype {kwargs['dtype']!r}; use one of {', '.join(DTYPE_NAMES)}")
-    kwargs["dtype"] = dtype
+    dtype = kwargs.get("dtype")
+    if dtype is not None and not isinstance(dtype, (str, torch.dtype)):
+        raise ValueError(f"Unknown dtype {dtype!r}; use one of {', '.join(DTYPE_NAMES)} or a torch.dtype")
+    kwargs["dtype"] = resolve_dtype(dtype, _target_device(kwargs.get("device_map")))
     if kwargs.pop("trust_remote_code", None):
         logger.info("trust_remote_code ignored: l2v loads every model with transformers' own code")
     return kwargs
+
+
+def _target_device(device_map) -> torch.device:
+    """The device ``from_pretrained``'s ``device_map`` puts the model on; else where ``encode`` will move it."""
+    where = next(iter(device_map.values()), None) if isinstance(device_map, dict) else device_map
+    if where is None or where == "auto":
+        return default_device()
+    try:
+        return torch.device(f"cuda:{where}" if isinstance(where, int) else where)
+    except (RuntimeError, TypeError):  # "disk", "balanced", ...: accelerate's spellings, placed on the accelerator
+        return default_device()
 
 
 @dataclass(frozen=True)

@@ -486,7 +486,7 @@ def encoder_settings(model) -> dict[str, Any]:
         settings["experiment"] = meta.experiment_name or ""
         return settings
     settings.update(kind=spec.kind, peft=list(spec.peft), pooling=spec.pooling, max_length=spec.max_length,
-                    dtype=str(spec.torch_dtype()).removeprefix("torch."), causal=bool(spec.causal),
+                    dtype=spec.dtype_name, causal=bool(spec.causal),
                     experiment=meta.experiment_name or "")
     return settings
 

@@ -28,6 +28,7 @@ from mteb.models.abs_encoder import AbsEncoder, get_prompt_name
 from mteb.models.model_meta import ModelMeta, ScoringFunction
 
 from l2v_core import hub, loading
+from l2v_core.dtypes import DTYPE_NAMES, dtype_name, resolve_dtype
 from l2v_core.errors import HubUnreachableError, ModelLoadError, NotCachedError, NotOnHubError
 from l2v_core.pooling import check_pooling_mode
 
@@ -36,7 +37,7 @@ from .tasks.instructions import Instructions, load_instructions
 
 logger = logging.getLogger(__name__)
 
-DTYPES = loading.DTYPE_NAMES
+DTYPES = DTYPE_NAMES
 
 
 class ModelSpecError(ValueError):
@@ -251,8 +252,8 @@ class ModelSpec:
             kwargs["pooling"] = self.pooling
         if self.max_length is not None:
             kwargs["max_length"] = self.max_length
-        if self.dtype is not None:
-            kwargs["dtype"] = self.dtype
+        if self.dtype_name != "float32":  # fp32 is the reference; any other dtype (auto's bf16 too) is kept apart
+            kwargs["dtype"] = self.dtype_name
         if self.causal:
             kwargs["attention"] = "causal"
         return kwargs or None
@@ -296,13 +297,13 @@ class ModelSpec:
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def torch_dtype(self):
-        import torch
+        """The dtype the model runs in: ``auto`` (or None) resolved for the device (bf16 where it has bf16 units)."""
+        return resolve_dtype(self.dtype, self.resolved_device())
 
-        name = self.dtype
-        if name in (None, "auto"):
-            # bf16 halves memory on GPUs; CPUs here have no bf16 units, fp32 is several times faster.
-            name = "bfloat16" if self.resolved_device().startswith("cuda") else "float32"
-        return getattr(torch, name)
+    @property
+    def dtype_name(self) -> str:
+        """The resolved dtype's name (never "auto"): what results and the embedding cache record."""
+        return dtype_name(self.torch_dtype())
 
     def load(self):
         """The loaded model: an ``l2v_core.LLM2Vec`` or a ``SentenceTransformer``."""
@@ -310,7 +311,7 @@ class ModelSpec:
         if self.kind == "sentence-transformers":
             from sentence_transformers import SentenceTransformer
 
-            kwargs = {"model_kwargs": {"dtype": self.torch_dtype()}} if self.dtype else {}
+            kwargs = {"model_kwargs": {"dtype": self.torch_dtype()}}
             if self.base.on_hub:
                 kwargs["revision"] = self.base.commit
             return SentenceTransformer(self.base.name if self.base.on_hub else self.base.local, device=device,
