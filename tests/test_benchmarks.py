@@ -27,7 +27,7 @@ def _last_json_line(script: str, *args: str) -> dict:
 
 def test_encode_benchmark_ends_with_its_json_line():
     result = _last_json_line("encode.py", "--shape", "tiny", "--texts", "24", "--repeats", "1", "--naive-texts", "8",
-                             "--batch-size", "8")
+                             "--batch-size", "8", "--dtype", "float32")
     assert set(result) == ENCODE_KEYS
     assert (result["shape"], result["device"], result["dtype"], result["attn"], result["texts"]) == \
         ("tiny", "cpu", "float32", "sdpa", 24)
@@ -43,6 +43,20 @@ def test_encode_benchmark_takes_the_old_shape_names():
     spec.loader.exec_module(module)
     assert module.parse(["--shape", "sheared-1.3b", "--device", "cpu"]).shape == "llama1b"
     assert module.parse(["--shape", "mistral-7b", "--device", "cpu"]).shape == "mistral7b"
+
+
+def test_encode_benchmark_records_the_dtype_auto_resolved_to(monkeypatch):
+    from l2v_core import dtypes
+
+    spec = importlib.util.spec_from_file_location("encode_benchmark", ROOT / "benchmarks" / "encode.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for units, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(dtypes, "torch_cpu_bf16_check", lambda units=units: units)
+        dtypes.cpu_has_bf16.cache_clear()
+        assert module.parse(["--device", "cpu"]).dtype == expected  # auto is the default
+        assert module.parse(["--device", "cpu", "--dtype", "float32"]).dtype == "float32"
+    dtypes.cpu_has_bf16.cache_clear()
 
 
 def test_train_benchmark_ends_with_its_json_line():

@@ -31,7 +31,7 @@ def test_torchrun_two_processes_match_single_process(tiny_llama, tmp_path, n):
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     result = torch.load(out)
-    single = LLM2Vec.from_pretrained(tiny_llama).encode(result["texts"], batch_size=3, show_progress_bar=False)
+    single = LLM2Vec.from_pretrained(tiny_llama, dtype="float32").encode(result["texts"], batch_size=3, show_progress_bar=False)
     assert torch.allclose(result["vectors"], single, atol=1e-5)
 
 
@@ -42,7 +42,8 @@ def test_l2v_eval_under_torchrun_matches_one_process(tiny_llama, tmp_path):
 
     def run(cmd_prefix, out):
         cmd = [*cmd_prefix, "-m", "l2v_cli.eval", "--model", str(tiny_llama), "--tasks", "L2VMiniSTS,L2VMiniRetrieval",
-               "--output", str(out), "--no-progress", "--batch-size", "4"]
+               "--output", str(out), "--no-progress", "--batch-size", "4",
+               "--dtype", "float32"]  # sharded and whole runs compared at fp32 tolerance, on any processor
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
         assert done.returncode == 0, done.stderr[-4000:]

@@ -59,14 +59,14 @@ def test_tiny_model_encodes_in_bf16_on_cpu_close_to_fp32(tiny_llama, cpu_bf16):
              "Cats and dogs are common household pets in many countries."]
     fp32 = LLM2Vec.from_pretrained(tiny_llama, dtype="float32").encode(texts, show_progress_bar=False, device="cpu")
     cpu_bf16(True)
-    auto = LLM2Vec.from_pretrained(tiny_llama)  # the default is auto: bf16 where the check says the CPU has units
+    auto = LLM2Vec.from_pretrained(tiny_llama, device_map="cpu")  # default dtype auto: bf16, as the check says yes
     assert auto.model.dtype == torch.bfloat16
     bf16 = auto.encode(texts, show_progress_bar=False, device="cpu")
     assert bf16.dtype == torch.float32  # vectors come back in fp32 whatever the model runs in
     assert not torch.equal(bf16, fp32)
     assert torch.nn.functional.cosine_similarity(bf16, fp32).min() >= 0.999
     cpu_bf16(False)
-    assert LLM2Vec.from_pretrained(tiny_llama).model.dtype == torch.float32
+    assert LLM2Vec.from_pretrained(tiny_llama, device_map="cpu").model.dtype == torch.float32
 
 
 def _settings(spec):

@@ -11,7 +11,7 @@ dist.init_process_group("gloo")
 words = "the quick brown fox jumps over the lazy dog while cats and dogs sleep".split()
 texts = [" ".join(words[: 1 + (i * 7) % len(words)]) * (1 + i % 3) for i in range(n)]
 texts = [[ "Represent the sentence:", t] if i % 4 == 0 else t for i, t in enumerate(texts)]
-vectors = LLM2Vec.from_pretrained(model_dir).encode(texts, batch_size=3, show_progress_bar=False)
+vectors = LLM2Vec.from_pretrained(model_dir, dtype="float32").encode(texts, batch_size=3, show_progress_bar=False)
 gathered = [torch.empty_like(vectors) for _ in range(dist.get_world_size())]
 dist.all_gather(gathered, vectors)  # every rank must hold the same full result
 if dist.get_rank() == 0:
