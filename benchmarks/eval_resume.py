@@ -45,7 +45,7 @@ def finished(process: subprocess.Popen) -> dict:
 
 
 def cached_texts(cache: Path) -> int:
-    from l2v_eval.embedding_cache import describe
+    from l2v_eval.cache_folder import describe
 
     return sum(s.texts for s in describe(cache)) if cache.is_dir() else 0
 

@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, ModelLoadFailed, ModelLoadError, MissingDatasetError) as err:
         print(f"l2v-eval: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # Ctrl-C: what finished and how to go on, not a traceback
+        print(f"l2v-eval: {err.message() if hasattr(err, 'message') else 'interrupted'}", file=sys.stderr)
+        return 130
 
 
 def _dispatch(args) -> int:
@@ -185,9 +188,9 @@ def _dispatch(args) -> int:
             print(f"{task.metadata.name}\t{task.metadata.type}\t{','.join(task.eval_splits)}")
         return 0
     if args.command == "cache":
-        from l2v_eval import embedding_cache
+        from l2v_eval import cache_folder
 
-        print(embedding_cache.clear_caches(args.dir) if args.action == "clear" else embedding_cache.info(args.dir))
+        print(cache_folder.clear_caches(args.dir) if args.action == "clear" else cache_folder.info(args.dir))
         return 0
     if args.command == "models":
         from l2v_eval.registry import named_models

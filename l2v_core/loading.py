@@ -294,6 +294,22 @@ def check_adapter_files(path: str) -> None:
         raise AdapterError(f"{path!r} has an adapter_config.json but no adapter_model.safetensors")
 
 
+def _check_gguf_file(source: ModelSource, err: BaseException) -> None:
+    """After a failed GGUF load: a cut file fails inside whatever transformers reads first (the tokenizer:
+    "cannot reshape array ..."), so name the file when gguf's own reader cannot read it either."""
+    if not source.gguf_file:
+        return
+    from gguf import GGUFReader
+
+    path = os.path.join(source.path, source.gguf_file)
+    try:
+        GGUFReader(path)
+    except Exception as check:  # the reader's errors (ValueError, struct.error, ...) all mean a damaged file
+        raise ModelLoadError(f"{path} is not a complete GGUF file ({os.path.getsize(path):,} bytes; "
+                             f"{_first_line(check)}): truncated or damaged, e.g. by an interrupted download; "
+                             "fetch it again") from err
+
+
 def _check_weight_files(source: ModelSource) -> None:
     if source.gguf_file:
         return
@@ -314,6 +330,7 @@ def load_tokenizer(source: ModelSource | str, hub: HubOptions | None = None):
     try:
         return AutoTokenizer.from_pretrained(source.path, **source.kwargs(), trust_remote_code=False)
     except Exception as err:  # transformers raises OSError/ValueError/... depending on what is missing
+        _check_gguf_file(source, err)
         raise ModelLoadError(f"Could not load the tokenizer of {source.label} from {source.path}: {_first_line(err)}") from err
 
 
@@ -435,6 +452,7 @@ def _from_pretrained(source: ModelSource, model_class, kwargs: dict):
             model, info = model_class.from_pretrained(source.path, **source.kwargs(), **kwargs,
                                                       output_loading_info=True, ignore_mismatched_sizes=True)
     except (OSError, ValueError) as err:
+        _check_gguf_file(source, err)
         raise ModelLoadError(f"Could not load the model {source.label} from {source.path}: {_first_line(err)}") from err
     except RuntimeError as err:
         if "loading state_dict" not in str(err):

@@ -89,6 +89,10 @@ def check_modules_json(path: str | os.PathLike) -> bool:
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise UnsafeModelError(f"{file} must hold a list of module entries")
     types = [e.get("type") for e in entries]
+    for i, (entry, type_) in enumerate(zip(entries, types)):
+        if not isinstance(type_, str):
+            raise UnsafeModelError(f"{file}: entry {i} (name {entry.get('name')!r}) has type {type_!r}; a module type "
+                                   "must be one import path (a string)")
     has_l2v = any(t in L2V_MODULE_TYPES for t in types)
     for i, (entry, type_) in enumerate(zip(entries, types)):
         where = f"{file}: entry {i} (name {entry.get('name')!r}, type {type_!r})"

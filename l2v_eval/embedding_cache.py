@@ -6,7 +6,8 @@ tasks that share a corpus (under the same instruction) encode it once.
 
 Layout::
 
-    <cache>/CACHEDIR.TAG                                  marks the folder as a cache (backup tools skip it)
+    <cache>/l2v-cache.json                                marks the folder as l2v's (see l2v_eval.cache_folder)
+    <cache>/CACHEDIR.TAG                                  backup tools skip it (only in a folder l2v created)
     <cache>/<org__model>/<settings>/settings.json         model, revision, kind, pooling, max length, dtype, adapters,
                                                           attention direction
     <cache>/<org__model>/<settings>/<instruction>/instruction.txt
@@ -38,12 +39,10 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import struct
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +62,6 @@ MAGIC = b"L2VEMB01"
 HEADER = struct.Struct("<8sQQ32s32s")  # magic, rows, width, sha256(keys), sha256(vectors)
 KEY_BYTES = 32
 DEFAULT_CHUNK_TEXTS = 2048
-TAG_NAME = "CACHEDIR.TAG"
-TAG = ("Signature: 8a477f597d28d172789f06886806bc55\n"
-       "# l2v-eval embedding cache (see `l2v-eval cache info`); safe to delete, vectors are recomputed.\n")
 
 
 class CorruptChunk(ValueError):
@@ -401,14 +397,22 @@ class CachedEncoder(CachedEmbeddingWrapper):
     def __init__(self, model, cache_path: str | os.PathLike, *, chunk_texts: int = DEFAULT_CHUNK_TEXTS):
         if not isinstance(chunk_texts, int) or chunk_texts < 1:
             raise ValueError(f"chunk_texts must be a positive integer, got {chunk_texts!r}")
+        if world()[0] == 0:
+            from .cache_folder import claim  # imported here: cache_folder reads this module's chunk format
+
+            claim(cache_path)  # before mteb's wrapper creates the folder: only a folder l2v creates is tagged
+        _barrier()  # no rank writes into the folder before rank 0 has checked and marked it
         super().__init__(model, cache_path, cache_backend=ChunkStore)
-        if world()[0] == 0 and not (self.cache_path / TAG_NAME).is_file():
-            atomic_write(self.cache_path / TAG_NAME, lambda p: Path(p).write_text(TAG))
         self.chunk_texts = chunk_texts
         self.progress = TaskProgress()
         self.settings = encoder_settings(model)
         digest = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:16]
         self.folder = self.cache_path / model.mteb_model_meta.model_name_as_path() / digest
+
+    def close(self) -> None:
+        # mteb's __del__ calls close(); after a refused __init__ there is no cache_dict to close.
+        for store in getattr(self, "cache_dict", {}).values():
+            store.close()
 
     def instruction_for(self, task_metadata, prompt_type) -> str:
         """The instruction (or prompt) the wrapped encoder puts before texts of this task and role."""
@@ -494,91 +498,3 @@ def encoder_settings(model) -> dict[str, Any]:
 def _write_once(path: Path, text: str) -> None:
     if not path.is_file():
         atomic_write(path, lambda p: Path(p).write_text(text, encoding="utf-8"))
-
-
-# ---------------------------------------------------------------------- inspecting and clearing
-@dataclass
-class StoreInfo:
-    path: Path
-    settings: dict[str, Any]
-    instruction: str
-    files: int
-    texts: int
-    bytes: int
-    unfinished: int  # temporary files of writes that were killed
-
-
-def find_caches(path: str | os.PathLike) -> list[Path]:
-    """Embedding cache folders at ``path``: the folder itself, or ``embedding-cache`` folders of a
-    results folder or of its suite folders."""
-    path = Path(path)
-    candidates = [path, path / "embedding-cache", *sorted(path.glob("*/embedding-cache"))]
-    return [p for p in candidates if (p / TAG_NAME).is_file()]
-
-
-def describe(cache: str | os.PathLike) -> list[StoreInfo]:
-    infos = []
-    for settings_file in sorted(Path(cache).glob("*/*/settings.json")):
-        settings = json.loads(settings_file.read_text())
-        for directory in sorted(p for p in settings_file.parent.iterdir() if p.is_dir()):
-            files = sorted(directory.glob(f"*{SUFFIX}"))
-            texts = 0
-            for f in files:
-                with open(f, "rb") as handle:
-                    head = handle.read(HEADER.size)
-                texts += HEADER.unpack(head)[1] if len(head) == HEADER.size else 0
-            instruction_file = directory / "instruction.txt"
-            infos.append(StoreInfo(
-                path=directory, settings=settings,
-                instruction=instruction_file.read_text(encoding="utf-8") if instruction_file.is_file() else "",
-                files=len(files), texts=texts, bytes=sum(f.stat().st_size for f in files),
-                unfinished=len(list(directory.glob(".*.tmp")))))
-    return infos
-
-
-def folder_bytes(path: str | os.PathLike) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError
-
-
-def clear(cache: str | os.PathLike) -> int:
-    """Delete an embedding cache folder (only one marked as such); returns the bytes freed."""
-    cache = Path(cache)
-    if not (cache / TAG_NAME).is_file():
-        raise ValueError(f"{str(cache)!r} is not an l2v embedding cache (no {TAG_NAME}); nothing deleted")
-    size = folder_bytes(cache)
-    shutil.rmtree(cache)
-    return size
-
-
-def info(path: str | os.PathLike) -> str:
-    """What ``l2v-eval cache info`` prints: every cache at ``path``, per model, settings and instruction."""
-    caches = find_caches(path)
-    if not caches:
-        return f"No embedding cache at {path} (l2v-eval writes one to <output>/embedding-cache)"
-    lines = []
-    for cache in caches:
-        stores = describe(cache)
-        lines.append(f"{cache}: {human_bytes(folder_bytes(cache))}, {sum(s.texts for s in stores):,} texts")
-        for s in stores:
-            settings = ", ".join(f"{k}={v}" for k, v in s.settings.items() if k not in ("model", "revision") and v)
-            instruction = repr(s.instruction[:60]) if s.instruction else "no instruction"
-            unfinished = f", {s.unfinished} unfinished write(s)" if s.unfinished else ""
-            lines.append(f"  {s.settings.get('model')} @ {s.settings.get('revision')} ({settings}), {instruction}: "
-                         f"{s.texts:,} texts in {s.files} file(s), {human_bytes(s.bytes)}{unfinished}")
-    return "\n".join(lines)
-
-
-def clear_caches(path: str | os.PathLike) -> str:
-    """What ``l2v-eval cache clear`` does and prints: delete every cache at ``path``."""
-    caches = find_caches(path)
-    if not caches:
-        return f"No embedding cache at {path}; nothing deleted"
-    return "\n".join(f"Deleted {cache} ({human_bytes(clear(cache))})" for cache in caches)

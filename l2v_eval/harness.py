@@ -32,9 +32,10 @@ from typing import Any
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .embedding_cache import DEFAULT_CHUNK_TEXTS, CachedEncoder, TaskProgress, folder_bytes, human_bytes
+from .cache_folder import check_cache_folder, folder_bytes, human_bytes
+from .embedding_cache import DEFAULT_CHUNK_TEXTS, CachedEncoder, TaskProgress
 from .model import L2VEncoder, ModelLoadFailed, ModelSpec
-from .results import OK, ResultsStore, failure_row, l2v_version, now, rows_from_task_result
+from .results import OK, ResultsStore, ResultsTableError, failure_row, l2v_version, now, rows_from_task_result
 from .tasks.instructions import load_instructions
 from .tasks.local import MissingDatasetError, dataset_source
 from .tasks.presets import BUNDLED_TASK_NAMES, PRESETS, TASK_TYPES, ProbeTask, TaskRef, resolve_tasks, task_name
@@ -109,15 +110,29 @@ class EvalConfig:
             raise ValueError(f"cache_chunk_texts must be a positive integer, got {self.cache_chunk_texts!r}")
         if self.data_dir is not None and not self.data_dir.is_dir():
             raise ValueError(f"--data-dir {str(self.data_dir)!r} is not a directory")
-        for flag, path in (("--output", self.output), ("--embedding-cache", self.embedding_cache)):
-            if path is not None and path.exists() and not path.is_dir():
-                raise ValueError(f"{flag} {str(path)!r} exists and is not a directory")
+        if self.output.exists() and not self.output.is_dir():
+            raise ValueError(f"--output {str(self.output)!r} exists and is not a directory")
         from .results import check_output  # writable folder, readable table: fail before the model loads
         check_output(self.output)
+        if self.embedding_cache is not None:
+            check_cache_folder(self.embedding_cache)  # l2v's own or new, writable: fail before the model loads
+        self._refuse_folders_inside_the_model()
         if self.probe_layers is not None:
             self.probe_layers = tuple(int(x) for x in self.probe_layers)
             if any(x < 0 for x in self.probe_layers):
                 raise ValueError(f"probe layers must be >= 0, got {self.probe_layers}")
+
+    def _refuse_folders_inside_the_model(self) -> None:
+        """Files written inside a local model's folder would enter its fingerprint: a new revision every run."""
+        for flag, folder in (("--output", self.output), ("--embedding-cache", self.embedding_cache)):
+            for name in (self.model, *self.peft):
+                if folder is None or not os.path.isdir(name):
+                    continue
+                model = Path(name).resolve()
+                if model == folder.resolve() or model in folder.resolve().parents:
+                    raise ValueError(f"{flag} {str(folder)!r} lies inside the model folder {name!r}: the files a run "
+                                     "writes there would change the model's fingerprint (its revision) on every "
+                                     "run. Choose a folder outside it")
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(self.model, peft=self.peft, pooling=self.pooling, max_length=self.max_length,
@@ -319,6 +334,8 @@ class Evaluation:
                     outcome = self._run_task(task, f"[{index}/{len(self.tasks)}] {task_name(task)}")
                     self._log(outcome)
                     summary.outcomes.append(outcome)
+        except KeyboardInterrupt:
+            raise EvaluationInterrupted(summary, len(self.tasks)) from None
         finally:
             self.close()
         if self.config.embedding_cache is not None and self.config.embedding_cache.is_dir():
@@ -336,7 +353,7 @@ class Evaluation:
         start = time.monotonic()
         try:
             outcome = self._run_probe(task) if isinstance(task, ProbeTask) else self._run_mteb(task, label)
-        except ModelLoadFailed:
+        except (ModelLoadFailed, ResultsTableError):
             raise  # every remaining task would fail the same way
         except MissingDatasetError as err:
             outcome = self._record_failure(task, MISSING_DATA, str(err), start)
@@ -394,6 +411,8 @@ class Evaluation:
         task_result = self.cache.load_task_result(name, self.encoder.mteb_model_meta) or result.task_results[0]
         if not any(n_samples.values()):
             n_samples = published_samples(task)
+        if not any(n_samples.values()) and not must_compute:
+            n_samples = self._count_from_data(task)  # rows rebuilt from mteb's JSON: count what was scored
         rows = rows_from_task_result(task_result, task.metadata, n_samples=n_samples, **self.identity)
         self.store.upsert(rows)
         score, metric = _main_of(rows)
@@ -438,6 +457,22 @@ class Evaluation:
                 if preloaded and task.data_loaded:
                     task.unload_data()
         return result, n_samples, load_seconds, progress
+
+    def _count_from_data(self, task) -> dict:
+        """Samples per split and subset, from the task's data (loaded for this, the model is not)."""
+        from mteb.abstasks.aggregated_task import AbsTaskAggregate
+
+        if isinstance(task, AbsTaskAggregate):
+            return {}
+        with dataset_source(self.config.data_dir, task.metadata.name):
+            loaded_here = not task.data_loaded
+            if loaded_here:
+                task.load_data()
+            try:
+                return count_samples(task)
+            finally:
+                if loaded_here:
+                    task.unload_data()
 
     # ------------------------------------------------------------------ probes
     def _run_probe(self, task: ProbeTask) -> TaskOutcome:
@@ -503,6 +538,20 @@ class Evaluation:
         if mteb_dir.is_dir():
             shutil.copytree(mteb_dir, snapshot)
         return snapshot
+
+
+class EvaluationInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, with what had finished (every finished task is already in the table)."""
+
+    def __init__(self, summary: RunSummary, n_tasks: int):
+        super().__init__()
+        self.summary, self.n_tasks = summary, n_tasks
+
+    def message(self) -> str:
+        done = sum(not o.failed for o in self.summary.outcomes)
+        return (f"interrupted: {done} of {self.n_tasks} task(s) finished, their results are in "
+                f"{self.summary.output}; re-running the same command resumes (finished tasks are skipped, vectors "
+                "already encoded are read from the embedding cache)")
 
 
 def world_rank() -> int:

@@ -226,11 +226,31 @@ def leaderboard_summary(results_dir: str | os.PathLike, output: str | os.PathLik
     return "\n\n".join([*parts, f"Wrote {path}"])
 
 
+def check_board_output(results_dir: str | os.PathLike, output: str | os.PathLike) -> None:
+    """Before anything is read: refuse an output that is one of the tables read (writing there would
+    destroy it), a folder, or a place this process cannot write."""
+    from l2v_core.files import check_writable_dir
+
+    source, out = Path(results_dir), Path(output)
+    folders = [] if source.is_file() else [source, *(sorted(p for p in source.iterdir() if p.is_dir())
+                                                     if source.is_dir() else [])]
+    tables = [source] if source.is_file() else [f / name for f in folders for name in (PARQUET_NAME, CSV_NAME)]
+    for table in tables:
+        if table.exists() and table.resolve() == out.resolve():
+            raise ValueError(f"The output {str(output)!r} is the results table {str(table)!r} the leaderboard reads; "
+                             "writing there would destroy it. Choose another file (default: RESULTS_DIR/leaderboard.csv)")
+    if out.is_dir():
+        raise ValueError(f"The output {str(output)!r} is a directory; give a CSV file path")
+    check_writable_dir(out.parent if str(out.parent) else ".", "The output's folder")
+
+
 def _build_and_write(results_dir, output, tasks, scale, baselines) -> tuple[dict[str, pd.DataFrame], Path]:
-    boards = build_leaderboards(load_suites(results_dir, baselines=baselines), tasks=tasks, scale=scale)
     results_dir = Path(results_dir)
     default = (results_dir.parent if results_dir.is_file() else results_dir) / "leaderboard.csv"
-    return boards, write_leaderboards(boards, output if output is not None else default, scale=scale)
+    output = output if output is not None else default
+    check_board_output(results_dir, output)
+    boards = build_leaderboards(load_suites(results_dir, baselines=baselines), tasks=tasks, scale=scale)
+    return boards, write_leaderboards(boards, output, scale=scale)
 
 
 # ---------------------------------------------------------------------- after a run: this model vs the baselines

@@ -9,9 +9,9 @@ offline), an LLM2Vec entry of mteb's model registry (its base and adapters, see
 ``modules.json``, with a module type from ``l2v_core.``; those load through
 :class:`l2v_core.LLM2Vec`, plain sentence-transformers models through ``SentenceTransformer``.
 
-The identity (mteb ``ModelMeta`` name + revision) is known before any weights are read (file
-metadata of local models, the commit of Hub models, the registry's revision of registry
-entries), so finished work can be skipped before paying for a load.
+The identity (mteb ``ModelMeta`` name + revision) is known before the model is loaded (content
+digests of local models' files, each read once and remembered, the commit of Hub models, the
+registry's revision of registry entries), so finished work can be skipped before paying for a load.
 """
 from __future__ import annotations
 
@@ -69,6 +69,8 @@ def detect_kind(path: str) -> str:
             entries = json.loads(modules.read_text())
         except json.JSONDecodeError as err:
             raise ModelSpecError(f"{modules} is not valid JSON: {err}") from None
+        if not isinstance(entries, list) or not all(isinstance(m, dict) for m in entries):
+            raise ModelSpecError(f"{modules} must hold a list of module entries")
         if any(str(m.get("type", "")).startswith("l2v_core.") for m in entries):
             return "l2v"
         return "sentence-transformers"
@@ -126,12 +128,15 @@ def _locate_registry_adapter(entry: RegistryModel, adapter: str) -> Located:
 
 
 def _fingerprint(parts: list[Located]) -> str:
-    """Hash of the names, sizes and modification times of every file of local parts, and of the
-    commits of Hub parts.
+    """Hash of the names and contents (sha256) of every file of local parts, and of the commits of
+    Hub parts.
 
-    Cheap (no weights are read) and changes whenever a checkpoint is rewritten, so two
-    local models with the same directory name never share a result folder.
+    Changes whenever a file's bytes do, even at equal size and modification time, so two local
+    models with the same directory name never share a result folder or cached vectors. Contents
+    are read once per file (see :mod:`l2v_eval.file_hashes`).
     """
+    from .file_hashes import file_digest
+
     h = hashlib.sha1()
     for part in parts:
         if part.on_hub:
@@ -140,9 +145,8 @@ def _fingerprint(parts: list[Located]) -> str:
         p = Path(part.local)
         files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and ".cache" not in f.parts)
         for f in files:
-            st = f.stat()
             rel = f.name if p.is_file() else str(f.relative_to(p))
-            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            h.update(f"{rel}\0{file_digest(f)}\n".encode())
     return h.hexdigest()[:12]
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from l2v_core.files import atomic_write
+from l2v_core.files import atomic_write, check_writable_dir
 
 from .leaderboard import MEAN_TASK, MEAN_TYPE, build_leaderboard, load_suites, model_labels, task_scores
 from .results import OK
@@ -49,11 +49,16 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _md(text: str) -> str:
+    """Text for Markdown: HTML in model names or errors is shown, never rendered (as in the HTML report)."""
+    return html.escape(text, quote=False)
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
-    cols = [str(c) for c in frame.columns]
+    cols = [_md(str(c)) for c in frame.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(_fmt(v).replace("|", "\\|") for v in row) + " |")
+        lines.append("| " + " | ".join(_md(_fmt(v)).replace("|", "\\|") for v in row) + " |")
     return "\n".join(lines)
 
 
@@ -216,9 +221,9 @@ def render_markdown(blocks: list[Block]) -> str:
     parts = []
     for b in blocks:
         if b.kind == "heading":
-            parts.append("#" * b.level + " " + str(b.content))
+            parts.append("#" * b.level + " " + _md(str(b.content)))
         elif b.kind == "text":
-            parts.append(str(b.content))
+            parts.append(_md(str(b.content)))
         elif b.kind == "table":
             parts.append(markdown_table(b.content))
         elif b.kind == "image":
@@ -250,10 +255,11 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike, tit
                  baselines: bool = True) -> Path:
     """Write ``report.md``, ``report.html`` and the plots into ``out_dir``; returns the Markdown path
     (the HTML is beside it). ``results_dir``: a suite folder, a folder of suites, or a table file."""
+    out_dir = Path(out_dir)
+    check_writable_dir(out_dir, "The report folder")  # before any plot is drawn
     tables = load_suites(results_dir, baselines=baselines)
     if all(frame.empty for frame in tables.values()):
         raise ValueError(f"The results in {str(results_dir)!r} are empty; nothing to report")
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     title = title or f"l2v evaluation report: {out_dir.name}"
     stamp = f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"

@@ -206,17 +206,62 @@ class ResultsTableError(ValueError):
     """A results table on disk cannot be read (it is left untouched), or its lock cannot be had."""
 
 
+class DamagedTable(ValueError):
+    """A table that reads but whose rows were cut or damaged (a partial last line, a row without its
+    model, task or status, a task without its main score)."""
+
+
+# Every row names these; a row cut short (a killed write, a truncated copy) lacks the last one.
+REQUIRED = ("model", "task", "status")
+# One mteb result (or probe layer) of one model; each has its main-score row.
+RESULT_KEY = ["model", "model_revision", "experiment", "task", "split", "subset", "layer"]
+
+
+def check_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` if every row is complete and every successful result has its main score, else
+    :class:`DamagedTable` naming the first bad row (numbered from 1, as the data rows of the CSV)."""
+    for column in REQUIRED:
+        bad = frame[column].isna() | (frame[column].astype("string").str.strip() == "")
+        if bad.any():
+            raise DamagedTable(f"row {int(bad.to_numpy().argmax()) + 1} has no {column} (a cut or damaged row)")
+    ok = frame["status"] == OK
+    bad = ok & (frame["metric"] == "")
+    if bad.any():
+        row = int(bad.to_numpy().argmax())
+        raise DamagedTable(f"row {row + 1} (task {frame['task'].iloc[row]}) has no metric")
+    mains = frame.loc[ok, RESULT_KEY + ["is_main_score"]].astype({"layer": "string"}).fillna({"layer": ""})
+    flags = mains.assign(flagged=mains["is_main_score"].notna(), main=mains["is_main_score"].fillna(False))
+    groups = flags.groupby(RESULT_KEY, dropna=False)[["flagged", "main"]].any()
+    lost = groups["flagged"] & ~groups["main"]  # results l2v wrote always flag their main score
+    if lost.any():
+        model, _, _, task, split, subset, _ = lost.index[int(lost.to_numpy().argmax())]
+        raise DamagedTable(f"task {task} ({split}/{subset}) of {model} has rows but not its main score (rows lost)")
+    return frame
+
+
 def read_parquet(path: str | os.PathLike) -> pd.DataFrame:
-    return to_frame(pd.read_parquet(path).to_dict("records"))
+    return check_rows(to_frame(pd.read_parquet(path).to_dict("records")))
+
+
+def _last_byte(path: str | os.PathLike) -> bytes:
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(size - 1, 0))
+        return f.read(1)
 
 
 def read_csv(path: str | os.PathLike) -> pd.DataFrame:
-    return to_frame(pd.read_csv(path, keep_default_na=False, na_values=[""]).to_dict("records"))
+    if _last_byte(path) not in (b"\n", b""):  # pandas writes a line break after every row
+        raise DamagedTable("its last line is cut (the file does not end with a line break)")
+    return check_rows(to_frame(pd.read_csv(path, keep_default_na=False, na_values=[""]).to_dict("records")))
 
 
 def _read_table(path: Path, read, what_to_do: str) -> pd.DataFrame:
     try:
         return read(path)
+    except DamagedTable as err:
+        raise ResultsTableError(f"{str(path)!r} cannot be read: {err}; it was left as it is and nothing was written. "
+                                f"{what_to_do}") from None
     except Exception as err:  # pyarrow, pandas and OS errors all mean the same here
         reason = (str(err).strip().splitlines() or [""])[0][:200]
         raise ResultsTableError(f"{str(path)!r} cannot be read ({type(err).__name__}: {reason}); it was left as it "
@@ -241,7 +286,7 @@ class ResultsStore:
     def load(self) -> pd.DataFrame:
         """The table: ``scores.parquet``, else ``scores.csv``, else empty. A file that exists but cannot
         be read raises ``ResultsTableError`` (never an empty table that a write would then save)."""
-        mteb_json = self.output_dir / "results"
+        mteb_json = self.output_dir / "mteb" / "results"  # where the harness keeps mteb's result cache
         if self.parquet_path.is_file():
             hint = (f"Move it aside to rebuild the table from {str(self.csv_path)!r}" if self.csv_path.is_file()
                     else f"Move it aside to rebuild the table (re-running rebuilds the rows of MTEB tasks from "
@@ -273,8 +318,16 @@ class ResultsStore:
     def _write_unlocked(self, frame: pd.DataFrame) -> None:
         frame = frame.sort_values(["model", "model_revision", "experiment", "task", "split", "subset", "layer",
                                    "metric"], na_position="first", kind="stable").reset_index(drop=True)
-        atomic_write(self.parquet_path, lambda p: frame.to_parquet(p, index=False))
-        atomic_write(self.csv_path, lambda p: frame.to_csv(p, index=False))
+        for name in (PARQUET_NAME, CSV_NAME):  # under the lock no write is under way: these are a killed one's
+            for stale in self.output_dir.glob(f".{name}.*.tmp"):
+                stale.unlink(missing_ok=True)
+        for path, save in ((self.parquet_path, lambda p: frame.to_parquet(p, index=False)),
+                           (self.csv_path, lambda p: frame.to_csv(p, index=False))):
+            try:
+                atomic_write(path, save)
+            except OSError as err:
+                raise ResultsTableError(f"Could not write {str(path)!r} ({err.strerror or err}); the file on disk was left "
+                                        "as it was. Fix that and re-run: finished tasks are skipped") from None
 
     def write(self, frame: pd.DataFrame) -> None:
         """Replace the whole table."""

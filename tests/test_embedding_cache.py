@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from l2v_cli.eval import main
-from l2v_eval.embedding_cache import (HEADER, SUFFIX, ChunkStore, CorruptChunk, describe, read_chunk, text_keys,
+from l2v_eval.cache_folder import describe
+from l2v_eval.embedding_cache import (HEADER, SUFFIX, ChunkStore, CorruptChunk, read_chunk, text_keys,
                                       write_chunk)
 from l2v_eval.harness import EvalConfig, run_evaluation
 from l2v_eval.model import ModelSpec
@@ -232,10 +233,10 @@ def test_cache_info_and_clear(tiny_llama, tmp_path, capsys):
     assert f"{len(set(json_texts()))} texts" in info  # every distinct STS sentence, once
 
     (tmp_path / "not-a-cache").mkdir()
-    assert main(["cache", "clear", str(tmp_path / "not-a-cache")]) == 0
-    assert "nothing deleted" in capsys.readouterr().out
+    assert main(["cache", "clear", str(tmp_path / "not-a-cache")]) == 2
+    assert "neither is nor holds an l2v embedding cache; nothing deleted" in capsys.readouterr().err
     assert main(["cache", "clear", str(results)]) == 0
-    assert "Deleted" in capsys.readouterr().out
+    assert "Deleted l2v's files in" in capsys.readouterr().out
     assert not (out / "embedding-cache").exists() and (out / "scores.parquet").is_file()
 
 

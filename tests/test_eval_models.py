@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,8 @@ def test_identity_separates_local_models(tmp_path):
     assert ModelSpec(str(first)).revision == one.revision  # stable while nothing changes
     weights = next(Path(first).glob("*.safetensors"))
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert ModelSpec(str(first)).revision == one.revision  # touched, same bytes: the revision follows the contents
+    shutil.copyfile(next(Path(second).glob("*.safetensors")), weights)
     assert ModelSpec(str(first)).revision != one.revision  # rewritten weights, new revision
     meta = one.model_meta()
     assert meta.name == "local/same-name" and meta.revision == one.revision and meta.experiment_kwargs is None
