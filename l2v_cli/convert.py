@@ -29,10 +29,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doc-max-length", type=int, default=None)
     p.add_argument("--dtype", default="float32", help="weights dtype to save (float32, bfloat16, float16)")
     p.add_argument("--prompts", default=None, metavar="FILE.json",
-                   help="JSON {name: instruction} saved as sentence-transformers prompts")
+                   help="JSON {name: instruction} saved as the sentence-transformers prompts, instead of the "
+                        "instructions l2v-eval would use (see --instructions)")
+    p.add_argument("--instructions", default="default",
+                   help="the instructions saved as sentence-transformers prompts, keyed as mteb looks them up, so "
+                        "plain mteb and sentence-transformers score the model as l2v-eval does: 'default' (the "
+                        "LLM2Vec paper's, as l2v-eval's default), 'none', or a JSON file (task name or type -> "
+                        "instruction), as l2v-eval --instructions")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty output folder, replacing files of the same name")
     return p
+
+
+def evaluation_prompts(instructions, saved: dict[str, str]) -> dict[str, str]:
+    """The prompts a converted model carries: the instructions ``l2v-eval --instructions`` gives each task,
+    keyed as mteb's sentence-transformers wrapper looks them up, over the prompts the model was saved with;
+    ``query`` is the model's own when it has one (its training instruction), else the general one."""
+    from l2v_eval.tasks.instructions import sentence_transformer_prompts
+
+    return {**saved, **sentence_transformer_prompts(instructions, query_instruction=saved.get("query"))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +68,15 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
             print(f"error: {args.prompts} must hold a JSON object of name -> instruction strings", file=sys.stderr)
             return 2
+    instructions = None
+    if prompts is None:
+        from l2v_eval.tasks.instructions import load_instructions
+
+        try:
+            instructions = load_instructions(args.instructions)
+        except ValueError as err:
+            print(f"error: --instructions: {err}", file=sys.stderr)
+            return 2
     try:  # before loading: a bad output folder fails in a second and never costs the input
         check_output_dir(args.output, inputs=[model, *args.peft], overwrite=args.overwrite)
     except ValueError as err:
@@ -69,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelLoadError, ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if prompts is None:
+        prompts = evaluation_prompts(instructions, encoder.prompts)
     print(f"Writing {args.output} ...", file=sys.stderr)
     encoder.save(args.output, merge_before_save=args.merge, prompts=prompts)
     print(f"Done in {time.perf_counter() - start:.1f}s: {args.output} "
