@@ -34,8 +34,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .embedding_cache import DEFAULT_CHUNK_TEXTS, CachedEncoder, TaskProgress, folder_bytes, human_bytes
 from .model import L2VEncoder, ModelLoadFailed, ModelSpec
-from .results import OK, ResultsStore, failure_row, l2v_version, now, rows_from_task_result
-from .tasks.instructions import load_instructions
+from .results import OK, ResultsStore, failure_row, l2v_version, now, record_instructions, rows_from_task_result
+from .tasks.instructions import load_instructions, task_roles
 from .tasks.local import MissingDatasetError, dataset_source
 from .tasks.presets import BUNDLED_TASK_NAMES, PRESETS, TASK_TYPES, ProbeTask, TaskRef, resolve_tasks, task_name
 
@@ -396,6 +396,9 @@ class Evaluation:
             n_samples = published_samples(task)
         rows = rows_from_task_result(task_result, task.metadata, n_samples=n_samples, **self.identity)
         self.store.upsert(rows)
+        record_instructions(self.cache.get_task_result_path(name, self.encoder.mteb_model_meta).parent, name,
+                            {role: self.encoder.instruction_for(task.metadata, prompt_type) or ""
+                             for role, prompt_type in task_roles(task).items()})
         score, metric = _main_of(rows)
         counted = self.cached is not None
         return TaskOutcome(name, OK, score, metric, encoded=progress.encoded if counted else None,

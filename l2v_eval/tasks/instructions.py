@@ -186,3 +186,10 @@ class _AllWarned(set):
 
     def __contains__(self, item) -> bool:
         return True
+
+
+def task_roles(task) -> dict[str, PromptType | None]:
+    """The roles a task's texts are encoded in (role name -> the ``prompt_type`` mteb passes)."""
+    if _asymmetric(task):
+        return {"query": PromptType.query, "document": PromptType.document}
+    return {"text": None}
