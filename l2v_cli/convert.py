@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "plain mteb and sentence-transformers score the model as l2v-eval does: 'default' (the "
                         "LLM2Vec paper's, as l2v-eval's default), 'none', or a JSON file (task name or type -> "
                         "instruction), as l2v-eval --instructions")
+    p.add_argument("--model-id", default=None, metavar="ORG/NAME",
+                   help="Hugging Face Hub id the model card's usage snippet loads (default: the output folder's path)")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty output folder, replacing files of the same name")
     return p
@@ -97,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         prompts = evaluation_prompts(instructions, encoder.prompts)
     print(f"Writing {args.output} ...", file=sys.stderr)
     encoder.save(args.output, merge_before_save=args.merge, prompts=prompts)
+    from l2v_core.model_card import write_model_card
+
+    write_model_card(args.output, encoder, base_model=model, adapters=args.peft, merged=args.merge, prompts=prompts,
+                     model_id=args.model_id)
     print(f"Done in {time.perf_counter() - start:.1f}s: {args.output} "
           f"({'bidirectional' if is_bidirectional(encoder.model) else 'causal'}, pooling={encoder.pooling_mode}, "
           f"hidden size {encoder.hidden_size})", file=sys.stderr)
