@@ -91,6 +91,7 @@ class EvalConfig:
     offline: bool = False  # read only local files (Hub cache, --data-dir), whatever HF_HUB_OFFLINE says
     embedding_cache: Path | str | None = None  # default: <output>/embedding-cache; "none" turns it off
     cache_chunk_texts: int = DEFAULT_CHUNK_TEXTS
+    baselines: bool = True  # the suite's shipped baselines in the table printed at the end
 
     def __post_init__(self) -> None:
         self.output = Path(self.output) if self.output is not None else default_output(self.tasks)
@@ -145,7 +146,8 @@ class TaskOutcome:
     def detail(self) -> str:
         if self.failed:
             return self.error
-        score = f"{self.main_metric}={self.main_score:.4f}" if _known(self.main_score) else ""
+        # x100, as every table l2v prints (and the MTEB leaderboard)
+        score = f"{self.main_metric}={100 * self.main_score:.2f}" if _known(self.main_score) else ""
         if self.status == SKIPPED:
             return f"{score}  already done".strip()
         texts = f"{self.encoded:,} texts encoded, {self.reused:,} reused" if self.encoded is not None else ""
@@ -487,6 +489,8 @@ class Evaluation:
         baselines = shipped_baselines(suite)
         if baselines is None or world_rank() != 0:
             return ""
+        if not self.config.baselines:
+            baselines = baselines.iloc[0:0]
         names = [task_name(t) for t in self.tasks if not isinstance(t, ProbeTask)]
         ours = self.store.load()
         mask = ((ours["model"] == self.identity["model"]) & (ours["model_revision"] == self.identity["model_revision"])

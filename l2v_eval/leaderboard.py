@@ -261,5 +261,6 @@ def comparison_table(ours: pd.DataFrame, baselines: pd.DataFrame, tasks: Sequenc
     source = shipped_baselines_path(suite)
     where = f" ({source.relative_to(TASKS_DIR.parent.parent)})" if source is not None else ""
     note = (f"{suite}: main score ×100 per task (higher is better) and their mean; * marks this run, the other "
-            f"rows are the baselines shipped with l2v{where}.")
+            f"rows are the baselines shipped with l2v{where}." if not baselines.empty else
+            f"{suite}: main score ×100 per task (higher is better) and their mean (shipped baselines left out).")
     return note + "\n" + table.to_string(na_rep="-", float_format=lambda v: f"{v:.1f}")
