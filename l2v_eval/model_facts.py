@@ -82,7 +82,10 @@ def file_facts(base: str, adapters: list[str], max_length: int | None) -> dict[s
 
 
 def loaded_facts(model) -> dict[str, Any]:
-    """The same facts from a loaded ``l2v_core.LLM2Vec`` or ``SentenceTransformer``."""
+    """The same facts from a loaded ``l2v_core.LLM2Vec`` or ``SentenceTransformer`` (none from an object
+    that is neither, e.g. a wrapper: the file facts then stand)."""
+    if not callable(getattr(model, "parameters", None)):
+        return {}
     params = list(model.parameters())
     facts: dict[str, Any] = {
         "n_parameters": sum(p.numel() for p in params),
