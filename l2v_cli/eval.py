@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--tasks", default=None, help="the task set to rank on (default: every task in the results)")
     board.add_argument("--raw", action="store_true", help="keep scores in 0-1 instead of x100")
     board.add_argument("--no-baselines", action="store_true", help="leave out the baselines a suite ships with l2v")
+    board.add_argument("--model-meta", action="store_true",
+                       help="also print each model's parameters, embedding size, token limit and weight memory "
+                            "(from its model_meta.json; the CSV always has them)")
 
     report = sub.add_parser("report", help="Markdown + HTML report with plots")
     report.add_argument("results_dir", help="a suite's results folder (results/l2v-real) or a folder of them (results)")
@@ -173,7 +176,8 @@ def _dispatch(args) -> int:
         from l2v_eval.leaderboard import expected_tasks, leaderboard_summary
 
         print(leaderboard_summary(args.results_dir, args.output, tasks=expected_tasks(args.tasks) if args.tasks else None,
-                                  scale=1.0 if args.raw else 100.0, baselines=not args.no_baselines))
+                                  scale=1.0 if args.raw else 100.0, baselines=not args.no_baselines,
+                                  model_meta=args.model_meta))
         return 0
     if args.command == "report":
         from l2v_eval.report import write_report

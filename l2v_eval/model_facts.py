@@ -121,3 +121,25 @@ def lineage(base_name: str, base_local: str, adapters: list[str]) -> dict[str, A
     else:
         adapted_from = base if adapters else None
     return {"adapted_from": adapted_from, "loader_kwargs": kwargs}
+
+
+# ModelMeta fields the leaderboard shows, with their column names.
+LEADERBOARD_FIELDS = {"n_parameters": "parameters", "embed_dim": "embed_dim", "max_tokens": "max_tokens",
+                      "memory_usage_mb": "memory_mb", "adapted_from": "base_model"}
+
+
+def results_meta(suite_dir: str | Path) -> list[dict[str, Any]]:
+    """The ``model_meta.json`` files l2v-eval (through mteb) wrote under ``suite_dir/mteb/results``, one row
+    per model, revision and experiment: ``model``, ``model_revision``, ``experiment`` and
+    :data:`LEADERBOARD_FIELDS`."""
+    rows = []
+    for file in sorted(Path(suite_dir, "mteb", "results").glob("*/*/**/model_meta.json")):
+        meta = _read_json(file)
+        if not meta.get("name"):
+            continue
+        parts = file.parent.parts
+        experiment = parts[-1] if len(parts) >= 2 and parts[-2] == "experiments" else ""
+        row = {"model": meta["name"], "model_revision": meta.get("revision") or "", "experiment": experiment}
+        row.update({column: meta.get(name) for name, column in LEADERBOARD_FIELDS.items()})
+        rows.append(row)
+    return rows
