@@ -111,3 +111,45 @@ def test_plain_mteb_reproduces_l2v_eval_on_bundled_l2v(tmp_path):
     for name in REAL_TASK_NAMES:
         assert theirs[name] == pytest.approx(ours[name], abs=1e-4), name
     check_query_vectors(converted, L2VRealPackageRetrieval())
+
+
+@pytest.mark.parametrize("spec", ["default", "none", "file"])
+def test_prompts_resolve_as_l2v_eval_resolves_instructions(spec, tmp_path):
+    """For every task l2v-eval knows by name and every role, the prompt mteb's wrapper picks from the saved
+    prompts is the instruction l2v-eval gives."""
+    import json
+
+    from mteb.models.abs_encoder import get_prompt_name
+
+    from l2v_eval.tasks.instructions import known_tasks, sentence_transformer_prompts, task_roles
+
+    if spec == "file":
+        table = {"STS": "Compare these:", "L2VMiniRetrieval": "Find the answer:", "Clustering": "Group these:"}
+        spec = tmp_path / "instructions.json"
+        spec.write_text(json.dumps(table))
+    instructions = load_instructions(spec)
+    prompts = sentence_transformer_prompts(instructions)
+    checked = 0
+    for task in known_tasks():
+        for role, prompt_type in task_roles(task).items():
+            name = get_prompt_name(prompts, task.metadata, prompt_type)
+            assert name is not None, (task.metadata.name, role)
+            assert prompts[name] == instructions.for_task(task.metadata, prompt_type), (task.metadata.name, role)
+            checked += 1
+    assert checked > 100
+
+
+def test_convert_prompt_options(tiny_llama, tmp_path, capsys):
+    import json
+
+    from sentence_transformers import SentenceTransformer
+
+    given = tmp_path / "prompts.json"
+    given.write_text(json.dumps({"query": "Q:", "document": ""}))
+    assert convert([str(tiny_llama), str(tmp_path / "given"), "--prompts", str(given)]) == 0
+    assert SentenceTransformer(str(tmp_path / "given"), trust_remote_code=True).prompts == {"query": "Q:", "document": ""}
+    assert convert([str(tiny_llama), str(tmp_path / "none"), "--instructions", "none"]) == 0
+    prompts = SentenceTransformer(str(tmp_path / "none"), trust_remote_code=True).prompts
+    assert prompts["Retrieval"] == prompts["STS"] == "" and not any(v for k, v in prompts.items() if k != "query")
+    assert convert([str(tiny_llama), str(tmp_path / "bad"), "--instructions", "missing.json"]) == 2
+    assert "--instructions" in capsys.readouterr().err and not (tmp_path / "bad").exists()

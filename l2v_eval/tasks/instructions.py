@@ -130,7 +130,7 @@ def _asymmetric(task) -> bool:
     return isinstance(task, AbsTaskRetrieval) or task.metadata.type in QUERY_DOCUMENT_TYPES
 
 
-def _known_tasks() -> list:
+def known_tasks() -> list:
     """Every task l2v-eval knows by name without downloading: the bundled suites and the English MTEB
     benchmarks (the paper's table covers MTEB(eng, v1))."""
     from .presets import BENCHMARKS, BUNDLED_SUITES, _benchmark_tasks
@@ -160,7 +160,7 @@ def sentence_transformer_prompts(instructions: "str | os.PathLike | Instructions
     prompts: dict[str, str] = {}
     if spec.label == "default":
         silent = Instructions(spec.label, spec.table, spec.use_task_prompts, _warned=_AllWarned())
-        for task in _known_tasks() if tasks is None else tasks:
+        for task in known_tasks() if tasks is None else tasks:
             name = task.metadata.name
             if _asymmetric(task):
                 prompts[f"{name}-query"] = silent.for_task(task.metadata, PromptType.query)
