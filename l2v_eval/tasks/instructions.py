@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import get_args
@@ -141,8 +141,8 @@ def known_tasks() -> list:
     return tasks
 
 
-def sentence_transformer_prompts(instructions: "str | os.PathLike | Instructions | None" = "default",
-                                 tasks=None, query_instruction: str | None = None) -> dict[str, str]:
+def sentence_transformer_prompts(instructions: str | os.PathLike | Instructions | None = "default",
+                                 tasks: Iterable | None = None, query_instruction: str | None = None) -> dict[str, str]:
     """The instructions ``l2v-eval`` gives each task, as sentence-transformers prompts that mteb's
     sentence-transformers wrapper finds: it looks a prompt up by ``<task>-<query|document>``, task name,
     ``<TaskType>-<query|document>``, task type, then ``query`` / ``document``.
