@@ -33,7 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "GGUF sources, and the file may run on any processor; the encoder picks its run dtype "
                         "again each time it is loaded")
     p.add_argument("--prompts", default=None, metavar="FILE.json",
-                   help="JSON {name: instruction} saved as sentence-transformers prompts")
+                   help="JSON {name: instruction} saved as the sentence-transformers prompts, instead of the "
+                        "instructions l2v-eval would use (see --instructions)")
+    p.add_argument("--instructions", default="default",
+                   help="the instructions saved as sentence-transformers prompts, keyed as mteb looks them up, so "
+                        "plain mteb and sentence-transformers score the model as l2v-eval does: 'default' (the "
+                        "LLM2Vec paper's, as l2v-eval's default), 'none', or a JSON file (task name or type -> "
+                        "instruction), as l2v-eval --instructions")
+    p.add_argument("--model-id", default=None, metavar="ORG/NAME",
+                   help="Hugging Face Hub id the model card's usage snippet loads (default: the output folder's path)")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty output folder, replacing files of the same name")
     return p
@@ -42,6 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
 def saved_dtype(name: str) -> str:
     """What ``--dtype`` saves: ``auto`` is float32, since a saved file says nothing of the processor it will run on."""
     return "float32" if name == "auto" else name
+
+
+def evaluation_prompts(instructions, saved: dict[str, str]) -> dict[str, str]:
+    """The prompts a converted model carries: the instructions ``l2v-eval --instructions`` gives each task,
+    keyed as mteb's sentence-transformers wrapper looks them up, over the prompts the model was saved with;
+    ``query`` is the model's own when it has one (its training instruction), else the general one."""
+    from l2v_eval.tasks.instructions import sentence_transformer_prompts
+
+    return {**saved, **sentence_transformer_prompts(instructions, query_instruction=saved.get("query"))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +79,15 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
             print(f"error: {args.prompts} must hold a JSON object of name -> instruction strings", file=sys.stderr)
             return 2
+    instructions = None
+    if prompts is None:
+        from l2v_eval.tasks.instructions import load_instructions
+
+        try:
+            instructions = load_instructions(args.instructions)
+        except ValueError as err:
+            print(f"error: --instructions: {err}", file=sys.stderr)
+            return 2
     try:  # before loading: a bad output folder fails in a second and never costs the input
         check_output_dir(args.output, inputs=[model, *args.peft], overwrite=args.overwrite)
     except ValueError as err:
@@ -78,8 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelLoadError, ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if prompts is None:
+        prompts = evaluation_prompts(instructions, encoder.prompts)
     print(f"Writing {args.output} ...", file=sys.stderr)
     encoder.save(args.output, merge_before_save=args.merge, prompts=prompts)
+    from l2v_core.model_card import write_model_card
+
+    write_model_card(args.output, encoder, base_model=model, adapters=args.peft, merged=args.merge, prompts=prompts,
+                     model_id=args.model_id)
     print(f"Done in {time.perf_counter() - start:.1f}s: {args.output} "
           f"({'bidirectional' if is_bidirectional(encoder.model) else 'causal'}, pooling={encoder.pooling_mode}, "
           f"hidden size {encoder.hidden_size})", file=sys.stderr)

@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: OUTPUT/embedding-cache; 'none' turns it off)")
     run.add_argument("--instructions", default="default",
                      help="'default' (the LLM2Vec paper's), 'none', or a JSON file mapping task name to instruction")
-    run.add_argument("--batch-size", type=_positive, default=32)
+    run.add_argument("--batch-size", type=_positive, default=32,
+                     help="texts per forward pass (default: 32; lower it if memory runs out)")
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     run.add_argument("--dtype", default="auto", choices=DTYPE_NAMES,
                      help="auto (the default): bfloat16 on a GPU or a CPU with bf16 units (AVX512-BF16/AMX), else "
@@ -81,38 +82,46 @@ def build_parser() -> argparse.ArgumentParser:
                      help="CoNLL-2003 / CoNLL-2000 / CoNLL-U train/dev/test files for the probe tasks "
                           "(default: the bundled sample)")
     run.add_argument("--probe-layers", type=_layers, default=None, help="layers for probe tasks, e.g. 0,4,8 (default: all)")
-    run.add_argument("--seed", type=int, default=42)
+    run.add_argument("--seed", type=int, default=42,
+                     help="random seed of the probe tasks' classifiers (default: 42); mteb tasks seed themselves")
     run.add_argument("--overwrite", action="store_true", help="recompute tasks that already have results")
     run.add_argument("--offline", action="store_true",
                      help="read only local files: the Hugging Face cache and --data-dir (default: download what is "
                           "missing, like mteb; HF_HUB_OFFLINE=1 has the same effect)")
     run.add_argument("--online", action="store_true", help=argparse.SUPPRESS)  # deprecated: online is the default
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--no-baselines", action="store_true",
+                     help="leave the baselines a suite ships with l2v out of the table printed at the end")
 
     board = sub.add_parser("leaderboard", help="one row per model: task-type means and MTEB-style averages")
-    board.add_argument("results_dir")
+    board.add_argument("results_dir", help="a suite's results folder (results/l2v-real) or a folder of them (results)")
     board.add_argument("-o", "--output", default=None, help="CSV path (default: RESULTS_DIR/leaderboard.csv)")
     board.add_argument("--tasks", default=None, help="the task set to rank on (default: every task in the results)")
     board.add_argument("--raw", action="store_true", help="keep scores in 0-1 instead of x100")
     board.add_argument("--no-baselines", action="store_true", help="leave out the baselines a suite ships with l2v")
+    board.add_argument("--model-meta", action="store_true",
+                       help="also print each model's parameters, embedding size, token limit and weight memory "
+                            "(from its model_meta.json; the CSV always has them)")
 
     report = sub.add_parser("report", help="Markdown + HTML report with plots")
-    report.add_argument("results_dir")
+    report.add_argument("results_dir", help="a suite's results folder (results/l2v-real) or a folder of them (results)")
     report.add_argument("-o", "--output", required=True, help="report folder, e.g. reports/NAME")
-    report.add_argument("--title", default=None)
+    report.add_argument("--title", default=None, help="the report's title (default: 'l2v evaluation report: <report folder name>')")
     report.add_argument("--no-baselines", action="store_true", help="leave out the baselines a suite ships with l2v")
 
     tasks = sub.add_parser("tasks", help="list the tasks a --tasks spec expands to")
-    tasks.add_argument("spec")
+    tasks.add_argument("spec", help="what --tasks takes: a preset (l2v-real, l2v-mini, mteb-en, mteb-en-v2, "
+                                     "mteb-en-quick, probes), a task type (sts, retrieval, ...) or comma-separated "
+                                     "task names")
 
     sub.add_parser("models", help="list the model names --model knows (bundled models, mteb's LLM2Vec entries)")
 
     download = sub.add_parser("download", help="fetch task data into a --data-dir folder (needs internet)")
-    download.add_argument("--tasks", required=True)
-    download.add_argument("--data-dir", required=True)
+    download.add_argument("--tasks", required=True, help="what `l2v-eval --tasks` takes; bundled tasks need nothing")
+    download.add_argument("--data-dir", required=True, help="folder to fetch into; give it to `l2v-eval --data-dir`")
 
     cache = sub.add_parser("cache", help="list or delete embedding caches")
-    cache.add_argument("action", choices=("info", "clear"))
+    cache.add_argument("action", choices=("info", "clear"), help="info: list the caches and their sizes; clear: delete them")
     cache.add_argument("dir", nargs="?", default="results",
                        help="an embedding cache, or a results folder whose (suite folders') embedding-cache "
                             "folders are meant (default: results)")
@@ -164,7 +173,7 @@ def _dispatch(args) -> int:
             data_dir=args.data_dir, overwrite=args.overwrite, peft=tuple(args.peft), pooling=args.pooling,
             name=args.name, probe_data=args.probe_data, probe_layers=args.probe_layers, seed=args.seed, show_progress=not args.no_progress,
             causal=args.causal, revision=args.revision, offline=args.offline,
-            embedding_cache=args.embedding_cache,
+            embedding_cache=args.embedding_cache, baselines=not args.no_baselines,
         )
         summary = run_evaluation(config)
         print(summary.format())
@@ -173,7 +182,8 @@ def _dispatch(args) -> int:
         from l2v_eval.leaderboard import expected_tasks, leaderboard_summary
 
         print(leaderboard_summary(args.results_dir, args.output, tasks=expected_tasks(args.tasks) if args.tasks else None,
-                                  scale=1.0 if args.raw else 100.0, baselines=not args.no_baselines))
+                                  scale=1.0 if args.raw else 100.0, baselines=not args.no_baselines,
+                                  model_meta=args.model_meta))
         return 0
     if args.command == "report":
         from l2v_eval.report import write_report
@@ -184,6 +194,7 @@ def _dispatch(args) -> int:
     if args.command == "tasks":
         from l2v_eval.tasks.presets import resolve_tasks
 
+        print("task\ttype\tsplits")
         for task in resolve_tasks(args.spec):
             print(f"{task.metadata.name}\t{task.metadata.type}\t{','.join(task.eval_splits)}")
         return 0
@@ -195,6 +206,7 @@ def _dispatch(args) -> int:
     if args.command == "models":
         from l2v_eval.registry import named_models
 
+        print("name\trevision\twhat it loads")
         for row in named_models():
             print("\t".join(row))
         return 0

@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
@@ -29,6 +31,9 @@ from .packing import (VARLEN_BACKENDS, Batch, PlannedBatch, attention_share, lef
 from .pooling import check_pooling_mode, pool
 from .st_model import read_prompts, write_sentence_transformers_files
 from .tokenization import Composition, Tokenized, split_reference_string, tokenize, validate_inputs, warn_truncated
+
+if TYPE_CHECKING:
+    import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +72,21 @@ class EncodePlan:
 
 
 class LLM2Vec(torch.nn.Module):
+    """A decoder-only language model used as a text encoder (the LLM2Vec recipe).
+
+    Texts (optionally after an instruction) run through the decoder, bidirectional unless loaded causal;
+    the last hidden states of the text's tokens (not the instruction's) are pooled into one vector.
+    Build one with :meth:`from_pretrained`; embed with :meth:`encode`; write a directory that
+    ``from_pretrained``, the reference llm2vec and sentence-transformers load with :meth:`save`.
+
+    ``model``: a transformers decoder without its LM head (e.g. ``LlamaModel``), possibly a peft model.
+    ``tokenizer``: its tokenizer (padding set to EOS, on the left). ``pooling_mode``: ``mean``,
+    ``weighted_mean``, ``eos_token``, ``last_token``, ``bos_token``. ``max_length``: token limit per input;
+    ``doc_max_length``: tokens kept of each text (None: no cut). ``skip_instruction``: leave instruction
+    tokens out of pooling. ``packing`` / ``max_tokens_per_batch``: see :meth:`plan`. ``prompts`` /
+    ``default_prompt_name``: sentence-transformers prompts (name -> instruction) kept when saving.
+    """
+
     def __init__(self, model, tokenizer, pooling_mode: str = "mean", max_length: int = 512,
                  doc_max_length: int | None = 400, skip_instruction: bool = True,
                  name_or_path: str | None = None, packing: bool | None = None,
@@ -100,11 +120,14 @@ class LLM2Vec(torch.nn.Module):
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_pretrained(cls, base_model_name_or_path, peft_model_name_or_path=None, merge_peft: bool = False,
+    def from_pretrained(cls, base_model_name_or_path: str | os.PathLike,
+                        peft_model_name_or_path: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+                        merge_peft: bool = False,
                         enable_bidirectional: bool | None = None, pooling_mode: str | None = None,
                         max_length: int | None = None, doc_max_length: int | None = None,
                         skip_instruction: bool | None = None, packing: bool | None = None,
-                        max_tokens_per_batch: int | None = None, peft_revision=None, **model_kwargs) -> "LLM2Vec":
+                        max_tokens_per_batch: int | None = None, peft_revision: str | Sequence[str | None] | None = None,
+                        **model_kwargs) -> "LLM2Vec":
         """Load a decoder as an encoder.
 
         ``base_model_name_or_path``: an HF model dir or Hugging Face Hub id, a ``.gguf`` file, an
@@ -166,10 +189,28 @@ class LLM2Vec(torch.nn.Module):
                         doc_max_length=self.doc_max_length, skip_instruction=skip_instruction)
 
     # ------------------------------------------------------------------ encoding
-    def encode(self, sentences, batch_size: int = 32, show_progress_bar: bool = True,
-               convert_to_numpy: bool = False, convert_to_tensor: bool = False, device: str | None = None):
-        """Embed strings or [instruction, text] pairs; vectors come back in input order (float32, CPU)."""
+    def encode(self, sentences: str | Sequence[str | Sequence[str]], batch_size: int = 32,
+               show_progress_bar: bool = True, convert_to_numpy: bool = False, convert_to_tensor: bool = False,
+               device: str | torch.device | None = None, normalize_embeddings: bool = False,
+               prompt: str | None = None) -> torch.Tensor | np.ndarray:
+        """Embed texts; one vector per input, in input order (float32, on the CPU).
+
+        ``sentences``: a string, a list of strings, or a list of ``[instruction, text]`` pairs (the
+        instruction's tokens are left out of the pooled vector). ``prompt``: an instruction for the plain
+        strings (pairs keep their own), as sentence-transformers' ``prompt``. ``batch_size``: at most this
+        many texts per forward pass (see :meth:`plan`). ``convert_to_numpy``: a ``numpy.ndarray`` instead
+        of a ``torch.Tensor`` (``convert_to_tensor`` wins when both are set). ``device``: where the model
+        runs (default: CUDA if available, else CPU). ``normalize_embeddings``: unit length (L2), so a dot
+        product is the cosine similarity. Returns an array of shape ``(len(sentences), hidden_size)``.
+        """
         pairs = validate_inputs(sentences)
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise TypeError(f"prompt must be a string (an instruction), got {type(prompt).__name__}")
+            items = [sentences] if isinstance(sentences, str) else list(sentences)
+            if len(items) == len(pairs):  # (else: the reference's single [instruction, text, id] item)
+                pairs = [(prompt, text) if isinstance(item, str) else (instruction, text)
+                         for item, (instruction, text) in zip(items, pairs)]
         if not pairs:
             _check_batch_size(batch_size)
             empty = torch.empty(0, self.hidden_size)
@@ -202,9 +243,12 @@ class LLM2Vec(torch.nn.Module):
                 "this usually means fp16 overflow or broken weights - try dtype=torch.float32 or bfloat16"
             )
         result = vectors.cpu()
+        if normalize_embeddings:
+            result = torch.nn.functional.normalize(result, p=2, dim=-1)
         return result.numpy() if convert_to_numpy and not convert_to_tensor else result
 
-    def plan(self, sentences, batch_size: int = 32, device: str | torch.device | None = None) -> EncodePlan:
+    def plan(self, sentences: str | Sequence[str | Sequence[str]], batch_size: int = 32,
+             device: str | torch.device | None = None) -> EncodePlan:
         """The batches ``encode`` runs for ``sentences`` (same arguments), without running the model.
 
         Inputs are sorted by length, longest first. Packed batches (GPU, varlen attention backend)
@@ -279,7 +323,7 @@ class LLM2Vec(torch.nn.Module):
             config["bidirectional"] = False
         return config
 
-    def save(self, output_path, merge_before_save: bool = False, save_config: bool = True,
+    def save(self, output_path: str | os.PathLike, merge_before_save: bool = False, save_config: bool = True,
              prompts: dict[str, str] | None = None, default_prompt_name: str | None = None) -> None:
         """Write weights (or the adapter, when unmerged), tokenizer, ``llm2vec_config.json`` and the
         sentence-transformers model files, so the directory loads with ``LLM2Vec.from_pretrained``, the

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .files import write_json
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 MODULE_TYPE = "l2v_core.st_modules.LLM2VecModule"
 # Every sentence-transformers module class l2v ships (the ``type`` modules.json gives it).
@@ -115,8 +118,13 @@ def check_modules_json(path: str | os.PathLike) -> bool:
     return has_l2v
 
 
-def load_sentence_transformer(model_name_or_path: str | os.PathLike, **kwargs):
+def load_sentence_transformer(model_name_or_path: str | os.PathLike, **kwargs: Any) -> "SentenceTransformer":
     """``SentenceTransformer`` for an l2v directory (or hub id), without importing code the directory names.
+
+    Example::
+
+        model = load_sentence_transformer("my-encoder")
+        queries = model.encode_query(["how do encoders work"])   # with the model's query instruction
 
     The directory (a hub id is first fetched into, or found in, the Hugging Face cache, with the
     ``token`` / ``revision`` / ``cache_folder`` / ``local_files_only`` given) must pass

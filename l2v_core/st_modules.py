@@ -42,10 +42,19 @@ class LLM2VecModule(InputModule):
 
     @property
     def max_seq_length(self) -> int:
+        """Token limit per text (``LLM2Vec.max_length``); settable, as on sentence-transformers' own modules."""
         return self.encoder.max_length
 
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"max_seq_length must be a positive integer, got {value!r}")
+        self.encoder.max_length = value
+
     def preprocess(self, inputs, prompt: str | None = None, **kwargs) -> dict[str, torch.Tensor]:
-        return self.encoder.tokenize([[prompt or "", text] for text in inputs])
+        # An empty text is encoded as one space, as l2v-eval encodes the empty documents of real corpora
+        # (LLM2Vec.encode refuses empty strings; sentence-transformers callers, mteb among them, pass them).
+        return self.encoder.tokenize([[prompt or "", text or " "] for text in inputs])
 
     def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
         features["sentence_embedding"] = self.encoder.forward(features)

@@ -1,8 +1,9 @@
 """l2v evaluation harness: MTEB (through the ``mteb`` package), the bundled ``l2v-mini``
 suite and word-level probes, into one tidy results table with leaderboards and reports.
 
-Names are imported on first use, so the ``l2v-eval`` command line (``l2v_cli.eval``) can set offline mode before
-mteb, datasets and huggingface_hub are imported (they read it once, at import).
+Importing the package registers the bundled tasks with mteb (:mod:`l2v_eval.tasks.mteb_registry`), so
+``mteb.get_task("L2VRealQuotePairs")`` and mteb's result summaries know them; other names are imported on
+first use.
 """
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ _EXPORTS = {
     "resolve_tasks": "tasks.presets",
 }
 __all__ = list(_EXPORTS)
+
+from .tasks.mteb_registry import register_tasks  # noqa: E402  (after the names above: it imports mteb)
+
+register_tasks()
 
 
 def __getattr__(name: str):

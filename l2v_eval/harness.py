@@ -35,8 +35,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from .cache_folder import check_cache_folder, folder_bytes, human_bytes
 from .embedding_cache import DEFAULT_CHUNK_TEXTS, CachedEncoder, TaskProgress
 from .model import L2VEncoder, ModelLoadFailed, ModelSpec
-from .results import OK, ResultsStore, ResultsTableError, failure_row, l2v_version, now, rows_from_task_result
-from .tasks.instructions import load_instructions
+from .results import (OK, ResultsStore, ResultsTableError, failure_row, l2v_version, now, record_instructions,
+                      rows_from_task_result)
+from .tasks.instructions import load_instructions, task_roles
 from .tasks.local import MissingDatasetError, dataset_source
 from .tasks.presets import BUNDLED_TASK_NAMES, PRESETS, TASK_TYPES, ProbeTask, TaskRef, resolve_tasks, task_name
 
@@ -92,6 +93,7 @@ class EvalConfig:
     offline: bool = False  # read only local files (Hub cache, --data-dir), whatever HF_HUB_OFFLINE says
     embedding_cache: Path | str | None = None  # default: <output>/embedding-cache; "none" turns it off
     cache_chunk_texts: int = DEFAULT_CHUNK_TEXTS
+    baselines: bool = True  # the suite's shipped baselines in the table printed at the end
 
     def __post_init__(self) -> None:
         self.output = Path(self.output) if self.output is not None else default_output(self.tasks)
@@ -160,7 +162,8 @@ class TaskOutcome:
     def detail(self) -> str:
         if self.failed:
             return self.error
-        score = f"{self.main_metric}={self.main_score:.4f}" if _known(self.main_score) else ""
+        # x100, as every table l2v prints (and the MTEB leaderboard)
+        score = f"{self.main_metric}={100 * self.main_score:.2f}" if _known(self.main_score) else ""
         if self.status == SKIPPED:
             return f"{score}  already done".strip()
         texts = f"{self.encoded:,} texts encoded, {self.reused:,} reused" if self.encoded is not None else ""
@@ -415,6 +418,9 @@ class Evaluation:
             n_samples = self._count_from_data(task)  # rows rebuilt from mteb's JSON: count what was scored
         rows = rows_from_task_result(task_result, task.metadata, n_samples=n_samples, **self.identity)
         self.store.upsert(rows)
+        record_instructions(self.cache.get_task_result_path(name, self.encoder.mteb_model_meta).parent, name,
+                            {role: self.encoder.instruction_for(task.metadata, prompt_type) or ""
+                             for role, prompt_type in task_roles(task).items()})
         score, metric = _main_of(rows)
         counted = self.cached is not None
         return TaskOutcome(name, OK, score, metric, encoded=progress.encoded if counted else None,
@@ -519,6 +525,8 @@ class Evaluation:
         baselines = shipped_baselines(suite)
         if baselines is None or world_rank() != 0:
             return ""
+        if not self.config.baselines:
+            baselines = baselines.iloc[0:0]
         names = [task_name(t) for t in self.tasks if not isinstance(t, ProbeTask)]
         ours = self.store.load()
         mask = ((ours["model"] == self.identity["model"]) & (ours["model_revision"] == self.identity["model_revision"])

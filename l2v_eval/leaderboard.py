@@ -186,9 +186,11 @@ def rounded(board: pd.DataFrame, scale: float = 100.0) -> pd.DataFrame:
     return board.assign(**{c: board[c].round(digits) for c in floats})
 
 
-def format_leaderboard(board: pd.DataFrame, scale: float = 100.0) -> str:
-    """The leaderboard as printed: models, coverage and averages (per-task scores are in the CSV)."""
-    columns = ["label", "n_tasks", MEAN_TASK, MEAN_TYPE, *board.attrs.get("type_columns", [])]
+def format_leaderboard(board: pd.DataFrame, scale: float = 100.0, model_meta: bool = False) -> str:
+    """The leaderboard as printed: models, coverage and averages (per-task scores are in the CSV); with
+    ``model_meta``, the models' parameters, embedding size, token limit and weight memory too."""
+    facts = [c for c in ("parameters", "embed_dim", "max_tokens", "memory_mb") if model_meta and c in board]
+    columns = ["label", *facts, "n_tasks", MEAN_TASK, MEAN_TYPE, *board.attrs.get("type_columns", [])]
     shown = board[columns].rename(columns={"n_tasks": "tasks"}).set_index("label")
     shown.index.name = None
     digits = 2 if scale >= 10 else 4
@@ -217,12 +219,12 @@ def write_leaderboard(results_dir: str | os.PathLike, output: str | os.PathLike 
 
 def leaderboard_summary(results_dir: str | os.PathLike, output: str | os.PathLike | None = None,
                         tasks: Mapping[str, str] | Sequence[str] | None = None, scale: float = 100.0,
-                        baselines: bool = True) -> str:
+                        baselines: bool = True, model_meta: bool = False) -> str:
     """As :func:`write_leaderboard`, and the text ``l2v-eval leaderboard`` prints: each suite's table
-    (rounded), then the CSV's path."""
+    (rounded; with ``model_meta``, the models' facts too), then the CSV's path."""
     boards, path = _build_and_write(results_dir, output, tasks, scale, baselines)
     parts = [f"{suite} (scores {'x100' if scale >= 10 else '0-1'}; per-task scores in the CSV)\n"
-             f"{format_leaderboard(board, scale)}" for suite, board in boards.items()]
+             f"{format_leaderboard(board, scale, model_meta)}" for suite, board in boards.items()]
     return "\n\n".join([*parts, f"Wrote {path}"])
 
 
@@ -244,12 +246,36 @@ def check_board_output(results_dir: str | os.PathLike, output: str | os.PathLike
     check_writable_dir(out.parent if str(out.parent) else ".", "The output's folder")
 
 
+def with_model_meta(board: pd.DataFrame, suite_dir: Path) -> pd.DataFrame:
+    """The board plus each model's facts from the ``model_meta.json`` l2v-eval wrote (parameters, embedding
+    size, token limit, weight memory, base model; empty for shipped baselines), after ``experiment``."""
+    from .model_facts import LEADERBOARD_FIELDS, results_meta
+
+    keys = ["model", "model_revision", "experiment"]
+    columns = list(LEADERBOARD_FIELDS.values())
+    meta = pd.DataFrame(results_meta(suite_dir), columns=[*keys, *columns]).drop_duplicates(keys, keep="last")
+    merged = board.merge(meta, on=keys, how="left")
+    for column in ("parameters", "embed_dim", "max_tokens"):  # whole numbers, empty where unknown
+        merged[column] = pd.to_numeric(merged[column], errors="coerce").round().astype("Int64")
+    at = list(board.columns).index("experiment") + 1
+    order = [*board.columns[:at], *columns, *board.columns[at:]]
+    merged = merged[order]
+    merged.attrs = dict(board.attrs)
+    return merged
+
+
+def _suite_dir(results_dir: Path, suite: str) -> Path:
+    folder = results_dir.parent if results_dir.is_file() else results_dir
+    return folder if _has_table(folder) else folder / suite
+
+
 def _build_and_write(results_dir, output, tasks, scale, baselines) -> tuple[dict[str, pd.DataFrame], Path]:
     results_dir = Path(results_dir)
     default = (results_dir.parent if results_dir.is_file() else results_dir) / "leaderboard.csv"
     output = output if output is not None else default
     check_board_output(results_dir, output)
     boards = build_leaderboards(load_suites(results_dir, baselines=baselines), tasks=tasks, scale=scale)
+    boards = {suite: with_model_meta(board, _suite_dir(results_dir, suite)) for suite, board in boards.items()}
     return boards, write_leaderboards(boards, output, scale=scale)
 
 
@@ -281,5 +307,6 @@ def comparison_table(ours: pd.DataFrame, baselines: pd.DataFrame, tasks: Sequenc
     source = shipped_baselines_path(suite)
     where = f" ({source.relative_to(TASKS_DIR.parent.parent)})" if source is not None else ""
     note = (f"{suite}: main score ×100 per task (higher is better) and their mean; * marks this run, the other "
-            f"rows are the baselines shipped with l2v{where}.")
+            f"rows are the baselines shipped with l2v{where}." if not baselines.empty else
+            f"{suite}: main score ×100 per task (higher is better) and their mean (shipped baselines left out).")
     return note + "\n" + table.to_string(na_rep="-", float_format=lambda v: f"{v:.1f}")

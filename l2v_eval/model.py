@@ -32,6 +32,7 @@ from l2v_core.dtypes import DTYPE_NAMES, dtype_name, resolve_dtype
 from l2v_core.errors import HubUnreachableError, ModelLoadError, NotCachedError, NotOnHubError
 from l2v_core.pooling import check_pooling_mode
 
+from . import model_facts
 from .registry import RegistryModel, registry_model
 from .tasks.instructions import Instructions, load_instructions
 
@@ -278,6 +279,7 @@ class ModelSpec:
                 saved = json.loads(config.read_text()).get("similarity_fn_name")
                 similarity = ScoringFunction(saved) if saved else similarity
         framework = {"sentence-transformers": ["Sentence Transformers", "PyTorch"], "gguf": ["LLM2Vec", "GGUF"]}
+        adapters = [a.name for a in self.adapters]
         return ModelMeta.create_empty(
             {
                 "name": self.model_name,
@@ -289,6 +291,8 @@ class ModelSpec:
                 "max_tokens": self.max_length,
                 "experiment_kwargs": self.experiment_kwargs,
                 "modalities": ["text"],
+                **model_facts.file_facts(self.base.local, [a.local for a in self.adapters], self.max_length),
+                **model_facts.lineage(self.base.name, self.base.local, adapters),
             }
         )
 
@@ -370,7 +374,21 @@ class L2VEncoder(AbsEncoder):
             except Exception as err:
                 self._load_error = ModelLoadFailed(f"Could not load model {self.spec.path!r}: {err}")
                 raise self._load_error from err
+            # The loaded weights give exact sizes (GGUF, Hub models and adapters included); the identity
+            # (name, revision, experiment) stays what it was, so results are filed where they were looked up.
+            self.mteb_model_meta = self.mteb_model_meta.model_copy(update=model_facts.loaded_facts(self._model))
         return self._model
+
+    def instruction_for(self, task_metadata, prompt_type=None) -> str | None:
+        """The instruction this encoder puts before the texts of a task (``prompt_type`` query or document
+        for retrieval-like tasks): the spec's instructions, or for a sentence-transformers model with
+        ``default`` instructions the prompt it carries for the task, as mteb looks it up (None where it has
+        none: the model's default prompt, if any, then applies, as under mteb). Loads such a model."""
+        if self.spec.kind == "sentence-transformers" and self.spec.instructions.label == "default":
+            prompts = getattr(self.model, "prompts", None) or None
+            name = get_prompt_name(prompts, task_metadata, prompt_type)
+            return prompts[name] if name else None
+        return self.spec.instructions.for_task(task_metadata, prompt_type)
 
     def _texts(self, inputs) -> list[str]:
         texts: list[str] = []
@@ -396,17 +414,11 @@ class L2VEncoder(AbsEncoder):
         batch_size = int(kwargs.get("batch_size") or self.batch_size)
         show = bool(kwargs.get("show_progress_bar", self.show_progress_bar))
         model = self.model
+        instruction = self.instruction_for(task_metadata, prompt_type)
         if self.spec.kind == "sentence-transformers":
-            if self.spec.instructions.label == "default":
-                name = get_prompt_name(getattr(model, "prompts", None) or None, task_metadata, prompt_type)
-                prompt_kwargs = {"prompt_name": name} if name else {}
-            else:
-                instruction = self.spec.instructions.for_task(task_metadata, prompt_type)
-                prompt_kwargs = {"prompt": instruction} if instruction else {}
             vectors = model.encode(texts, batch_size=batch_size, show_progress_bar=show,
-                                   convert_to_numpy=True, **prompt_kwargs)
+                                   convert_to_numpy=True, prompt=instruction)
         else:
-            instruction = self.spec.instructions.for_task(task_metadata, prompt_type)
             vectors = model.encode([[instruction, t] for t in texts], batch_size=batch_size,
                                    show_progress_bar=show, convert_to_numpy=True,
                                    device=self.spec.resolved_device())

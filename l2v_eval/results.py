@@ -377,3 +377,31 @@ def load_results(path: str | os.PathLike) -> pd.DataFrame:
     if path.suffix == ".csv":
         return _read_table(path, read_csv, "Read the folder's scores.parquet instead, or re-run l2v-eval")
     raise ValueError(f"Expected a results folder, a .parquet or a .csv file, got {str(path)!r}")
+
+
+# JSON Lines, not a .json file: mteb reads every *.json beside model_meta.json as a task result.
+INSTRUCTIONS_NAME = "instructions.jsonl"
+
+
+def record_instructions(folder: str | os.PathLike, task: str, used: Mapping[str, str]) -> Path:
+    """Keep the exact instruction strings a task's texts got in ``instructions.jsonl`` beside mteb's result
+    files of the model: one line per task, ``{"task": ..., "instructions": {role: instruction}}`` (roles
+    ``query`` / ``document`` for retrieval-like tasks, ``text`` for the others), replaced when the task runs
+    again."""
+    import json
+
+    path = Path(folder) / INSTRUCTIONS_NAME
+    recorded: dict[str, Any] = {}
+    if path.is_file():
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            try:
+                entry = json.loads(line)
+                recorded[entry["task"]] = entry["instructions"]
+            except (ValueError, KeyError, TypeError):
+                logger.warning("%s line %d is not a recorded instruction; it is dropped", path, number)
+    recorded[task] = dict(used)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps({"task": name, "instructions": recorded[name]}, ensure_ascii=False) + "\n"
+                   for name in sorted(recorded))
+    atomic_write(path, lambda p: Path(p).write_text(text, encoding="utf-8"))
+    return path

@@ -202,7 +202,7 @@ def test_probe_tasks_are_task_objects_with_metadata(capsys):
     assert {t.metadata.type for t in tasks[:3]} == {"WordProbe"} and all(t.metadata.description for t in tasks[:3])
     assert presets.PROBE_TASK_NAMES == tuple(PROBE_TASKS)  # one list of names, in the probes package
     assert main(["tasks", "probes"]) == 0
-    assert capsys.readouterr().out.splitlines()[0] == "probe-chunk\tWordProbe\ttest"
+    assert capsys.readouterr().out.splitlines()[1] == "probe-chunk\tWordProbe\ttest"  # after the header row
     assert leaderboard.expected_tasks("probes,L2VMiniSTS") == {"L2VMiniSTS": "STS"}
 
 

@@ -15,9 +15,10 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
 from mteb.types import PromptType
 
@@ -114,3 +115,81 @@ def load_instructions(spec: str | os.PathLike | None) -> Instructions:
 def paper_instructions() -> dict[str, str]:
     """The LLM2Vec paper's task → instruction table."""
     return _read_table(PAPER_INSTRUCTIONS_FILE)
+
+
+# The query prompt a model gets when its training instruction is unknown: the paper's (and the reference
+# README's) web-search instruction, the most general of its retrieval instructions.
+GENERAL_QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query:"
+# mteb task types whose texts are queries and documents (mteb passes prompt_type query / document).
+QUERY_DOCUMENT_TYPES = ("Retrieval", "Reranking", "InstructionRetrieval", "InstructionReranking")
+
+
+def _asymmetric(task) -> bool:
+    from mteb.abstasks.retrieval import AbsTaskRetrieval
+
+    return isinstance(task, AbsTaskRetrieval) or task.metadata.type in QUERY_DOCUMENT_TYPES
+
+
+def known_tasks() -> list:
+    """Every task l2v-eval knows by name without downloading: the bundled suites and the English MTEB
+    benchmarks (the paper's table covers MTEB(eng, v1))."""
+    from .presets import BENCHMARKS, BUNDLED_SUITES, _benchmark_tasks
+
+    tasks = [task for _, make in BUNDLED_SUITES.values() for task in make()]
+    for benchmark in BENCHMARKS.values():
+        tasks.extend(_benchmark_tasks(benchmark).values())
+    return tasks
+
+
+def sentence_transformer_prompts(instructions: str | os.PathLike | Instructions | None = "default",
+                                 tasks: Iterable | None = None, query_instruction: str | None = None) -> dict[str, str]:
+    """The instructions ``l2v-eval`` gives each task, as sentence-transformers prompts that mteb's
+    sentence-transformers wrapper finds: it looks a prompt up by ``<task>-<query|document>``, task name,
+    ``<TaskType>-<query|document>``, task type, then ``query`` / ``document``.
+
+    ``instructions``: what ``l2v-eval --instructions`` takes (``default``, ``none``, a JSON file) or an
+    :class:`Instructions`. ``tasks``: mteb task objects to key by name (default: the bundled suites and
+    the English MTEB benchmarks). With ``default``, query/document tasks get ``<task>-query`` and an empty
+    ``<task>-document``, other tasks ``<task>``; with a file, its keys are copied (task names or types) and
+    every text task type falls back to no instruction, exactly as ``l2v-eval`` resolves them; with
+    ``none``, every type maps to no instruction. Documents never get one. ``query`` (what
+    ``encode_query`` uses, and mteb for tasks not listed) is ``query_instruction``, else the paper's
+    general web-search instruction.
+    """
+    spec = instructions if isinstance(instructions, Instructions) else load_instructions(instructions)
+    prompts: dict[str, str] = {}
+    if spec.label == "default":
+        silent = Instructions(spec.label, spec.table, spec.use_task_prompts, _warned=_AllWarned())
+        for task in known_tasks() if tasks is None else tasks:
+            name = task.metadata.name
+            if _asymmetric(task):
+                prompts[f"{name}-query"] = silent.for_task(task.metadata, PromptType.query)
+                prompts[f"{name}-document"] = ""
+            else:
+                prompts[name] = silent.for_task(task.metadata, None)
+    else:
+        from mteb.abstasks.task_metadata import TaskType
+
+        for key, text in spec.table.items():
+            prompts[key], prompts[f"{key}-document"] = text, ""
+        for task_type in get_args(TaskType):
+            prompts.setdefault(task_type, "")
+            prompts.setdefault(f"{task_type}-document", "")
+    for task_type in QUERY_DOCUMENT_TYPES:
+        prompts.setdefault(f"{task_type}-document", "")
+    prompts["query"] = GENERAL_QUERY_INSTRUCTION if query_instruction is None else query_instruction
+    return prompts
+
+
+class _AllWarned(set):
+    """A warned-set that holds every name: building prompts for every known task warns about none of them."""
+
+    def __contains__(self, item) -> bool:
+        return True
+
+
+def task_roles(task) -> dict[str, PromptType | None]:
+    """The roles a task's texts are encoded in (role name -> the ``prompt_type`` mteb passes)."""
+    if _asymmetric(task):
+        return {"query": PromptType.query, "document": PromptType.document}
+    return {"text": None}
