@@ -21,6 +21,7 @@ _EXPORTS = {
     "ResultsStore": "results",
     "load_results": "results",
     "resolve_tasks": "tasks.presets",
+    "MtebEvaluator": "training_eval",
 }
 __all__ = list(_EXPORTS)
 
