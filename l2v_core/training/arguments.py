@@ -11,6 +11,8 @@ import functools
 import typing
 from typing import Any
 
+import torch
+
 from ..dtypes import bf16_pays, default_device
 from .config import ConfigError, TrainConfig, _check_type
 
@@ -74,7 +76,7 @@ def training_arguments(config: TrainConfig, stage: str, num_processes: int, **st
     from transformers import HfArgumentParser
 
     global_batch = config.global_batch(num_processes)
-    evaluating = bool(config.eval_tasks) or stage_args.pop("evaluating", False)
+    evaluating = stage_args.pop("evaluating", False)  # an evaluator was given
     values = dict(
         output_dir=config.output_dir, max_steps=config.max_steps, per_device_train_batch_size=global_batch,
         gradient_accumulation_steps=config.gradient_accumulation_steps, learning_rate=config.learning_rate,
@@ -87,6 +89,8 @@ def training_arguments(config: TrainConfig, stage: str, num_processes: int, **st
         eval_strategy="steps" if evaluating else "no",
         eval_steps=(config.eval_steps or config.max_steps) if evaluating else None,
     )
+    if values["bf16"] and not torch.cuda.is_available():
+        values["use_cpu"] = True  # the trainers take bf16 autocast on a CPU only when told it is one
     values.update(stage_args)
     values.update(config.trainer_args)
     (args,) = HfArgumentParser(arguments_class(stage)).parse_dict(values)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from ..bidirectional import make_bidirectional
 from ..encoder import LLM2Vec
+from transformers import set_seed
+
 from .arguments import training_arguments
 from .config import ConfigError, ContrastiveConfig, SimCSEConfig, SupervisedConfig
 from .data import DataError, load_texts, load_triples
@@ -126,6 +128,7 @@ def train_contrastive(config: ContrastiveConfig, evaluator=None, callbacks=()) -
                                 f"{config.global_batch(world)} (batch_size x processes). Lower batch_size or add data.")
     if probe.process_index == 0:
         write_run_record(config, out, world)
+    set_seed(config.seed)  # the fresh LoRA is drawn from the seed, not from whatever ran before
     encoder = load_encoder(config)
     model = SentenceTransformer(modules=[LLM2VecModule(encoder)])
     args = training_arguments(config, config.stage, world, prompts=prompts, batch_sampler="batch_sampler",

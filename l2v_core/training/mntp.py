@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from .. import loading
 from ..bidirectional import make_bidirectional
 from .config import ConfigError, MNTPConfig
+from transformers import set_seed
+
 from .arguments import training_arguments
 from .data import DataError, load_texts
 from .run import (METRICS, AdapterCheckpoints, MetricsCallback, RngPreserving, TrainResult, check_resume, fit,
@@ -232,6 +234,7 @@ def train_mntp(config: MNTPConfig, evaluator=None, callbacks=()) -> TrainResult:
                         f"tokens, fewer than {config.global_batch(world)}. Lower batch_size or max_length, or add data.")
     if args.process_index == 0:
         write_run_record(config, out, world)
+    set_seed(config.seed)  # the fresh LoRA is drawn from the seed, not from whatever ran before
     model = load_mntp_model(config, source)
     logger.info("MNTP: %d examples of up to %d tokens; mask token %r (id %d)", len(examples), config.max_length,
                 mask_token, mask_token_id)
