@@ -188,7 +188,8 @@ def mntp_trainer_class():
     evaluation by a sentence-transformers evaluator of the encoder being trained."""
     from transformers import Trainer
 
-    class MNTPTrainer(AdapterCheckpoints, Trainer):
+    class MNTPLossAndScores(Trainer):
+        """Evaluation is the evaluator's scores of the encoder (the MNTP loss on held-out data is not asked for)."""
         evaluator = None
         encoder = None
 
@@ -210,6 +211,9 @@ def mntp_trainer_class():
             self.log(metrics)
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
             return metrics
+
+    class MNTPTrainer(AdapterCheckpoints, MNTPLossAndScores):
+        pass
 
     return MNTPTrainer
 

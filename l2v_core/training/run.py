@@ -96,6 +96,18 @@ def write_run_record(config: TrainConfig, out: Path, num_processes: int) -> None
     write_json(out / RUN_CONFIG, run_record(config, num_processes), indent=2)
 
 
+class saved_rng_states:
+    """Context: every random state (python, numpy, torch) as it was on entry, put back on exit."""
+
+    def __enter__(self):
+        self.states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+
+    def __exit__(self, *exc):
+        random.setstate(self.states[0])
+        np.random.set_state(self.states[1])
+        torch.set_rng_state(self.states[2])
+
+
 class RngPreserving(SentenceEvaluator):
     """Runs an evaluator and puts every random state back, so a run with evaluation trains exactly
     like one without (mteb seeds the global generators; dropout and masks draw from them)."""
@@ -109,14 +121,8 @@ class RngPreserving(SentenceEvaluator):
         self.last_scores: dict[str, float] | None = None
 
     def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
-        states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-        try:
-            with torch.no_grad():
-                scores = self.evaluator(model, output_path=output_path, epoch=epoch, steps=steps)
-        finally:
-            random.setstate(states[0])
-            np.random.set_state(states[1])
-            torch.set_rng_state(states[2])
+        with saved_rng_states(), torch.no_grad():
+            scores = self.evaluator(model, output_path=output_path, epoch=epoch, steps=steps)
         self.last_scores = {k: float(v) for k, v in scores.items() if isinstance(v, (int, float))}
         return scores
 
@@ -231,6 +237,12 @@ class AdapterCheckpoints:
     The optimizer, scheduler and random states are the trainer's own files, read with ``weights_only=True``."""
 
     peft_model: torch.nn.Module
+
+    def evaluate(self, *args, **kwargs):
+        # The trainer's evaluation draws from the global generators too (a data loader's seed), not only
+        # the evaluator: the whole of it runs inside saved random states, so training goes on unchanged.
+        with saved_rng_states():
+            return super().evaluate(*args, **kwargs)
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         output_dir = output_dir or self.args.output_dir
