@@ -54,6 +54,8 @@ def check_trainer_args(stage: str, values: dict[str, Any]) -> dict[str, Any]:
         hint = hints.get(key)
         if all(a in SIMPLE for a in typing.get_args(hint) or (hint,)):  # numbers, flags, strings: check here
             value = _check_type(key, value, hint)
+        if key == "report_to":
+            _check_report_to(value)
         try:
             HfArgumentParser(cls).parse_dict({"output_dir": "unused", key: value})
         except Exception as err:  # the arguments class raises what it likes (ValueError, ImportError, ...)
@@ -61,6 +63,20 @@ def check_trainer_args(stage: str, values: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"`{key}`: {first}") from None
         checked[key] = value
     return checked
+
+
+def _check_report_to(value: Any) -> None:
+    """The trainers accept any name here and fail at train time; a misspelt logger fails now, naming the key."""
+    import difflib
+
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    known = [*INTEGRATION_TO_CALLBACK, "all", "none"]
+    for name in [value] if isinstance(value, str) else value or []:
+        if name not in known:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            raise ConfigError(f"`report_to`: unknown logger {name!r}"
+                              + (f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"))
 
 
 def use_bf16(config: TrainConfig) -> bool:

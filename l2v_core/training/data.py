@@ -78,7 +78,7 @@ def _clean(path: str, number: int, value: str, key: str) -> str:
     return value.strip()
 
 
-def _texts(path: str, text_field: str, columns: tuple[str, ...]):
+def _texts(path: str, text_field: str, names: tuple[str, ...]):
     if _is_jsonl(path):
         for number, row in _json_rows(path):
             value = row.get(text_field)
@@ -87,11 +87,11 @@ def _texts(path: str, text_field: str, columns: tuple[str, ...]):
                 raise DataError(f"{path}, line {number}: needs a string under {text_field!r} (keys found: {keys})")
             if value.strip():
                 text = _clean(path, number, value, text_field)
-                yield dict.fromkeys(columns, text)
+                yield dict.fromkeys(names, text)
     else:
         for _, line in _open_lines(path):
             if line.strip():
-                yield dict.fromkeys(columns, line.strip())
+                yield dict.fromkeys(names, line.strip())
 
 
 def _triples(path: str):
@@ -108,7 +108,7 @@ def _triples(path: str):
                "negative": _clean(path, number, row["negative"], "negative"), "dataset": dataset}
 
 
-def _arrow(generator, path: str, cache_dir: str | None, **kwargs):
+def _arrow(generator, path: str, cache_dir: str | None, columns: tuple[str, ...], **kwargs):
     """The rows of ``generator(path, ...)`` as a ``datasets.Dataset``: written to Arrow files in ``cache_dir``
     and memory-mapped, so memory stays flat however large the file is. The file's size and modification
     time are part of the cache key: an edited file is read again."""
@@ -123,8 +123,13 @@ def _arrow(generator, path: str, cache_dir: str | None, **kwargs):
     was = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
+        features = datasets.Features({c: datasets.Value("string") for c in columns})
         dataset = datasets.Dataset.from_generator(rows, gen_kwargs={"path": path, "signature": signature, **kwargs},
-                                                  cache_dir=cache_dir)
+                                                  cache_dir=cache_dir, features=features)
+    except ValueError as err:
+        if "corresponds to no data" in str(err):  # the generator yielded no row: datasets cannot build an empty table
+            return None
+        raise
     except datasets.exceptions.DatasetGenerationError as err:
         cause = err.__cause__ or err.__context__
         if isinstance(cause, DataError):
@@ -141,8 +146,8 @@ def load_texts(path: str, text_field: str = "text", columns: tuple[str, ...] = (
     """Texts of a .txt file (one per line) or a .jsonl file (``text_field`` of each object), or of the same
     gzipped, as a memory-mapped ``datasets.Dataset`` with each text under every name in ``columns``."""
     _check_file(path)
-    dataset = _arrow(_texts, path, cache_dir, text_field=text_field, columns=columns)
-    if len(dataset) == 0:
+    dataset = _arrow(_texts, path, cache_dir, columns, text_field=text_field, names=columns)
+    if dataset is None or len(dataset) == 0:
         raise DataError(f"{path} holds no texts (blank lines are skipped)")
     return dataset
 
@@ -152,7 +157,7 @@ def load_triples(path: str, cache_dir: str | None = None):
     if not _is_jsonl(path):
         raise DataError(f"Supervised data must be JSONL with keys query, positive, negative; got {path!r}")
     _check_file(path)
-    dataset = _arrow(_triples, path, cache_dir)
-    if len(dataset) == 0:
+    dataset = _arrow(_triples, path, cache_dir, ("query", "positive", "negative", "dataset"))
+    if dataset is None or len(dataset) == 0:
         raise DataError(f"{path} holds no rows")
     return dataset
