@@ -125,7 +125,7 @@ def train_contrastive(config: ContrastiveConfig, evaluator=None, callbacks=()) -
             dataset, prompts = load_texts(config.train_file, config.text_field, ("anchor", "positive"), cache), None
             if len(dataset) < config.global_batch(world):
                 raise DataError(f"Not one full batch: {config.train_file} holds {len(dataset)} texts, fewer than "
-                                f"{config.global_batch(world)} (batch_size x processes). Lower batch_size or add data.")
+                                f"{config.global_batch(world)} items (batch_size x processes). Lower batch_size or add data.")
     if probe.process_index == 0:
         write_run_record(config, out, world)
     set_seed(config.seed)  # the fresh LoRA is drawn from the seed, not from whatever ran before

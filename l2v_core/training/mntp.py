@@ -226,7 +226,8 @@ def train_mntp(config: MNTPConfig, evaluator=None, callbacks=()) -> TrainResult:
 
     world, out = num_processes(), Path(config.output_dir)
     resume_from = check_resume(config, out, world)
-    args = training_arguments(config, "mntp", world, evaluating=evaluator is not None)
+    args = training_arguments(config, "mntp", world, evaluating=evaluator is not None,
+                              include_num_input_tokens_seen="non_padding")
     source = loading.resolve_source(config.base_model)
     tokenizer = loading.load_tokenizer(source)
     mask_token, mask_token_id = resolve_mask_token(tokenizer, config.mask_token)
