@@ -105,8 +105,9 @@ def training_arguments(config: TrainConfig, stage: str, num_processes: int, **st
         eval_strategy="steps" if evaluating else "no",
         eval_steps=(config.eval_steps or config.max_steps) if evaluating else None,
     )
-    if values["bf16"] and not torch.cuda.is_available():
-        values["use_cpu"] = True  # the trainers take bf16 autocast on a CPU only when told it is one
+    if not torch.cuda.is_available():
+        # The trainers take bf16 autocast on a CPU, and start gloo for several CPU processes, only when told.
+        values["use_cpu"] = True
     values.update(stage_args)
     values.update(config.trainer_args)
     (args,) = HfArgumentParser(arguments_class(stage)).parse_dict(values)
