@@ -17,6 +17,8 @@ import inspect
 import logging
 from pathlib import Path
 
+import torch
+
 from ..bidirectional import make_bidirectional
 from ..encoder import LLM2Vec
 from transformers import set_seed
@@ -111,7 +113,11 @@ def train_contrastive(config: ContrastiveConfig, evaluator=None, callbacks=()) -
     from ..st_modules import LLM2VecModule
 
     class Trainer(AdapterCheckpoints, SentenceTransformerTrainer):
-        pass
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            # The trainer counts tokens of a single `input_ids` input; these batches hold one per column.
+            tokens = sum(v.sum() for k, v in inputs.items() if k.endswith("attention_mask"))
+            self.state.num_input_tokens_seen += int(self.accelerator.gather(torch.as_tensor(tokens).reshape(1)).sum())
+            return super().compute_loss(model, inputs, *args, **kwargs)
 
     world = num_processes()
     out = Path(config.output_dir)
