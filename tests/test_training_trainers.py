@@ -271,3 +271,16 @@ def test_a_lone_surrogate_in_a_row_is_refused_naming_file_and_line(tmp_path):
     triples.write_text('{"query": "q", "positive": "p\\udc00", "negative": "n"}\n')
     with pytest.raises(DataError, match=r"q.jsonl, line 1: 'positive'"):
         load_triples(str(triples), cache_dir=str(tmp_path / "c"))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_follows_the_device_s_bf16_units(native, monkeypatch, tmp_path):
+    from l2v_core.training import arguments, modeling
+
+    monkeypatch.setattr(arguments, "bf16_pays", lambda device: native)
+    monkeypatch.setattr("l2v_core.dtypes.bf16_pays", lambda device: native)
+    config = load_config("mntp", None, {"base_model": "m", "train_file": "t.txt", "output_dir": str(tmp_path),
+                                        "bf16": "auto"})
+    assert config.dtype == "auto"
+    assert arguments.training_arguments(config, "mntp", 1).bf16 is native
+    assert modeling.model_kwargs(config)["dtype"] == (torch.bfloat16 if native else torch.float32)

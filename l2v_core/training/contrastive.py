@@ -29,7 +29,7 @@ from .data import DataError, load_texts, load_triples
 from .modeling import (add_lora, enable_checkpointing, model_kwargs, model_reference, save_adapter, save_merged,
                        set_attention_dropout, trainable_copy)
 from .run import (METRICS, AdapterCheckpoints, MetricsCallback, RngPreserving, TrainResult, check_resume, fit,
-                  num_processes, result_of, write_run_record)
+                  num_processes, push_result, result_of, write_run_record)
 
 logger = logging.getLogger(__name__)
 CONTRASTIVE = ("MultipleNegativesRankingLoss", "CachedMultipleNegativesRankingLoss")
@@ -148,6 +148,7 @@ def train_contrastive(config: ContrastiveConfig, evaluator=None, callbacks=()) -
     written: dict[str, str | None] = {"adapter_dir": str(out / "adapter"), "merged_dir": None}
     if trainer.is_world_process_zero():
         written = save_contrastive(encoder, model, config)
+        push_result(args, written)
     trainer.accelerator.wait_for_everyone()
     return result_of(config, trainer, metrics, resume_from, written)
 

@@ -276,6 +276,21 @@ def fit(trainer, config: TrainConfig, resume_from: str | None) -> None:
                               f"({first[:160]}); remove that checkpoint folder or use a new output_dir") from None
 
 
+def push_result(args, written: dict[str, str | None]) -> None:
+    """With ``push_to_hub``, upload the trained result (the merged encoder when written, else the adapter) to
+    ``hub_model_id``. The trainers' own push would upload their checkpoint layout (a bare adapter at the top
+    level of output_dir), which is not what l2v writes as the result."""
+    if not args.push_to_hub:
+        return
+    from huggingface_hub import create_repo, upload_folder
+
+    folder = written.get("merged_dir") or written["adapter_dir"]
+    repo = create_repo(args.hub_model_id or Path(args.output_dir).name, private=args.hub_private_repo,
+                       token=args.hub_token, exist_ok=True).repo_id
+    upload_folder(repo_id=repo, folder_path=folder, token=args.hub_token, commit_message="l2v-train result",
+                  ignore_patterns=["checkpoint-*", ".data_cache/*", ".merged.tmp/*", "runs/*"])
+
+
 def num_processes() -> int:
     import os
 
