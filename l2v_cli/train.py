@@ -74,8 +74,9 @@ def build_stage_parser(stage: str) -> argparse.ArgumentParser:
         settings.add_argument(f"--{declared.name}", metavar="VALUE", help=f"{meaning} ({shown})")
     p.add_argument_group("trainer arguments", "every other key is one of the trainer's own TrainingArguments, "
                          "passed through by its name: report_to, logging_steps, push_to_hub, hub_model_id, "
-                         "deepspeed, fsdp, save_strategy, ... (transformers' TrainingArguments"
-                         + (")" if stage == "mntp" else "; sentence-transformers' for this stage)"))
+                         "deepspeed, fsdp, save_strategy, ... ("
+                         + ("transformers' TrainingArguments)" if stage == "mntp"
+                            else "sentence-transformers' SentenceTransformerTrainingArguments)"))
     return p
 
 
