@@ -1,6 +1,7 @@
-"""Training throughput (tokens/s) of one l2v-train stage.
+"""Training speed (seconds per step, tokens/s) of one l2v-train stage.
 
-Runs the library's training loop for a few steps on the shipped sample data and reports the steps
+Runs the stage's trainer (transformers' Trainer for MNTP, sentence-transformers' for the contrastive stages)
+for a few steps on the shipped sample data and reports the steps
 after the first (which pays for warm-up). Model shapes:
 
   tiny     hidden 64, 2 layers (benchmarks/shapes.py)              - seconds

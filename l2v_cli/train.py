@@ -3,8 +3,9 @@ l2v-train report RUN_DIR: plot a run's loss and evaluation scores.
 
 Every config key can be given or overridden on the command line (``--max_steps 200``,
 ``--lora_target_modules q_proj,v_proj``); values are read as JSON when they parse as
-JSON (numbers, true/false, null, lists, objects), else as strings. Works under
-``accelerate launch`` for several GPUs.
+JSON (numbers, true/false, null, lists, objects), else as strings. Any other key is one of the
+trainer's own TrainingArguments (``--report_to tensorboard``, ``--push_to_hub true``, ``--deepspeed ds.json``),
+passed through by name. Works under ``torchrun -m l2v_cli.train`` and ``accelerate launch`` for several GPUs.
 """
 from __future__ import annotations
 
@@ -71,6 +72,11 @@ def build_stage_parser(stage: str) -> argparse.ArgumentParser:
         shown = "required" if declared.name in REQUIRED_KEYS else f"default: {_shown(default)}"
         meaning = setting_help(config_class, declared.name).replace("%", "%%")
         settings.add_argument(f"--{declared.name}", metavar="VALUE", help=f"{meaning} ({shown})")
+    p.add_argument_group("trainer arguments", "every other key is one of the trainer's own TrainingArguments, "
+                         "passed through by its name: report_to, logging_steps, push_to_hub, hub_model_id, "
+                         "deepspeed, fsdp, save_strategy, ... ("
+                         + ("transformers' TrainingArguments)" if stage == "mntp"
+                            else "sentence-transformers' SentenceTransformerTrainingArguments)"))
     return p
 
 
@@ -102,6 +108,16 @@ def parse_overrides(tokens: list[str]) -> dict:
             i += 1
         out[key.replace("-", "_")] = parse_override_value(raw)
     return out
+
+
+def build_evaluator(config):
+    """Evaluation during training when ``eval_tasks`` is set: mteb tasks scored by l2v_eval's evaluator,
+    built here, above both packages (tasks and data are resolved now: a bad name fails before the model loads)."""
+    if not config.eval_tasks:
+        return None
+    from l2v_eval.training_eval import MtebEvaluator
+
+    return MtebEvaluator(config.eval_tasks, data_dir=config.eval_data_dir, name="")
 
 
 def report(argv: list[str]) -> int:
@@ -143,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             # transformers deprecated a property that peft and accelerate still read; nothing for a user to change.
             warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-            result = train(stage, config)
+            result = train(stage, config, evaluator=build_evaluator(config))
     except (ConfigError, DataError, CheckpointError, ModelLoadError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ import torch
 from l2v_core import LLM2Vec
 from l2v_cli import train as cli
 from l2v_core.training import sample_path
+from tests import tiny
 
 FEW = ["--batch_size", "4", "--max_length", "64", "--save_steps", "2", "--progress_bar", "false"]
 TEXTS = ["Where there is a will, there is a way.", "The early bird catches the worm."]
@@ -63,3 +64,41 @@ def test_cli_missing_data(tiny_llama, tmp_path, capsys):
     assert cli.main(["mntp", "--base_model", str(tiny_llama), "--train_file", sample_path("fortunes.txt"),
                      "--output_dir", str(tmp_path / "o2"), "--batch_size", "0"]) == 2
     assert "`batch_size` must be > 0" in capsys.readouterr().err
+
+
+def test_eval_tasks_hand_l2v_eval_s_evaluator_to_the_trainer_and_report_plots_it(tiny_llama, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """The command line builds the evaluator from ``eval_tasks`` (l2v_eval's MtebEvaluator; here a real
+    sentence-transformers evaluator stands in under its name) and the scores reach metrics.csv and the report."""
+    import types
+
+    from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
+
+    asked = {}
+
+    def evaluator(tasks, data_dir=None, batch_size=32, name=""):
+        asked.update(tasks=tasks, data_dir=data_dir)
+        return EmbeddingSimilarityEvaluator(tiny.CORPUS[:4], tiny.CORPUS[4:8], [0.2, 0.9, 0.4, 0.6], name="toy")
+
+    monkeypatch.setitem(sys.modules, "l2v_eval.training_eval", types.SimpleNamespace(MtebEvaluator=evaluator))
+    out = tmp_path / "run"
+    assert cli.main(["simcse", sample_path("simcse.json"), "--base_model", str(tiny_llama), "--output_dir", str(out),
+                     "--max_steps", "2", "--eval_tasks", "l2v-mini", "--eval_steps", "1", *FEW]) == 0
+    assert asked == {"tasks": "l2v-mini", "data_dir": None}
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert metrics.dropna(subset=["eval_toy_spearman_cosine"]).step.tolist() == [1, 2]
+    assert metrics.eval_toy_spearman_cosine.between(-1, 1).all()
+    assert "scores: eval_toy_pearson_cosine" in capsys.readouterr().out
+    assert cli.main(["report", str(out)]) == 0
+    assert (out / "report.png").stat().st_size > 1000
+    assert "| toy_spearman_cosine |" in (out / "report.md").read_text()
+
+
+def test_the_training_core_does_not_import_the_evaluation_package():
+    code = ("import sys, l2v_core.training, l2v_core.training.contrastive, l2v_core.training.mntp; "
+            "print(sorted(m for m in sys.modules if m.startswith('l2v_eval')))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"
+    assert "l2v_eval" not in "".join(p.read_text() for p in Path(cli.__file__).parents[1].glob("l2v_core/**/*.py"))

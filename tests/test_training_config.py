@@ -6,7 +6,6 @@ import pytest
 from l2v_cli.train import parse_overrides
 from l2v_core.training import ConfigError, DataError, load_config, load_texts, load_triples, sample_path
 from l2v_core.training.config import MNTPConfig, SimCSEConfig, SupervisedConfig
-from l2v_core.training.data import BatchSchedule
 
 REQUIRED = {"base_model": "m", "train_file": "t.txt", "output_dir": "o"}
 
@@ -29,6 +28,13 @@ def test_unknown_key_suggests_the_close_one():
     # A key of another stage is unknown here.
     with pytest.raises(ConfigError, match="Unknown key 'temperature' for mntp"):
         load_config("mntp", None, {**REQUIRED, "temperature": 0.05})
+    # The trainers' own arguments pass through by name; close misspellings of them are suggested too.
+    assert load_config("mntp", None, {**REQUIRED, "report_to": "tensorboard"}).trainer_args == {"report_to": "tensorboard"}
+    with pytest.raises(ConfigError, match="did you mean 'push_to_hub'"):
+        load_config("simcse", None, {**REQUIRED, "push_to_hbu": True})
+    # A trainer argument that an l2v key decides is refused in favour of that key.
+    with pytest.raises(ConfigError, match="Unknown key 'lr_scheduler_type'"):
+        load_config("mntp", None, {**REQUIRED, "lr_scheduler_type": "linear"})
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -40,7 +46,9 @@ def test_unknown_key_suggests_the_close_one():
     ("lora_dropout", 1.0, r"`lora_dropout` must be in \[0, 1\)"),
     ("lr_scheduler", "cosin", "did you mean 'cosine'"),
     ("dtype", "fp32", "`dtype` must be one of"),
-    ("bf16", "yes", "`bf16` must be true or false"),
+    ("bf16", "yes", "`bf16` must be true, false or \"auto\""),
+    ("logging_steps", "often", "`logging_steps` must be a number"),
+    ("report_to", "tensorbord", "^`report_to`: unknown logger 'tensorbord'; did you mean 'tensorboard'"),
     ("lora_target_modules", [], "`lora_target_modules` must be a non-empty list"),
 ])
 def test_bad_values_are_named(key, value, message):
@@ -91,13 +99,13 @@ def test_command_line_overrides_are_json_or_strings():
 def test_text_and_triple_files(tmp_path):
     txt = tmp_path / "a.txt"
     txt.write_text("first line\n\n   \nsecond line\n")
-    assert load_texts(str(txt)) == ["first line", "second line"]
+    assert load_texts(str(txt), cache_dir=str(tmp_path / "c"))["text"] == ["first line", "second line"]
     jsonl = tmp_path / "a.jsonl"
     jsonl.write_text('{"text": "one"}\n\n{"text": "two", "id": 3}\n')
-    assert load_texts(str(jsonl)) == ["one", "two"]
+    assert load_texts(str(jsonl), cache_dir=str(tmp_path / "c"))["text"] == ["one", "two"]
     jsonl.write_text('{"text": "one"}\n{"body": "two"}\n')
     with pytest.raises(DataError, match=r"line 2: needs a string under 'text' \(keys found: body\)"):
-        load_texts(str(jsonl))
+        load_texts(str(jsonl), cache_dir=str(tmp_path / "c"))
     with pytest.raises(DataError, match="not found"):
         load_texts(str(tmp_path / "missing.txt"))
     (tmp_path / "empty.txt").write_text("\n\n")
@@ -108,17 +116,17 @@ def test_text_and_triple_files(tmp_path):
     triples.write_text('{"query": "q", "positive": "p", "negative": "n", "dataset": "d"}\n'
                        '{"query": "q2", "positive": "p2"}\n')
     with pytest.raises(DataError, match="line 2: needs a non-empty string under 'negative'"):
-        load_triples(str(triples))
+        load_triples(str(triples), cache_dir=str(tmp_path / "c"))
     triples.write_text('{"query": "q", "positive": "p", "negative": "n"}\nnot json\n')
     with pytest.raises(DataError, match="line 2: not valid JSON"):
-        load_triples(str(triples))
+        load_triples(str(triples), cache_dir=str(tmp_path / "c"))
 
 
 def test_shipped_samples_are_real_and_valid():
-    texts = load_texts(sample_path("fortunes.txt"))
+    texts = load_texts(sample_path("fortunes.txt"))["text"]
     assert len(texts) >= 300 and all(len(t.split()) >= 4 for t in texts)
     triples = load_triples(sample_path("triples.jsonl"))
-    assert {t.dataset for t in triples} == {"quotes", "definitions"}
+    assert set(triples["dataset"]) == {"quotes", "definitions"}
     for stage in ("mntp", "simcse", "supervised"):
         cfg = load_config(stage, sample_path(f"{stage}.json"), {"output_dir": "x"})
         assert cfg.base_model == "bundled"
@@ -126,21 +134,18 @@ def test_shipped_samples_are_real_and_valid():
         sample_path("nothing.txt")
 
 
-def test_batch_order_is_a_function_of_seed_and_step():
-    a = BatchSchedule(50, 8, seed=3)
-    b = BatchSchedule(50, 8, seed=3)
-    assert a.per_epoch == 6  # incomplete batches dropped
-    order = [a.batch(i) for i in range(20)]
-    assert [b.batch(i) for i in reversed(range(20))][::-1] == order  # no hidden state
-    assert sorted(sum(order[:6], [])) == sorted(set(sum(order[:6], [])))  # an epoch repeats no item
-    assert order[:6] != order[6:12]  # each epoch reshuffles
-    assert BatchSchedule(50, 8, seed=4).batch(0) != order[0]
-    assert a.local_batch(2, 1, 2) == order[2][4:]
+def test_supervised_data_is_one_dataset_per_name_with_its_instruction_on_queries(tmp_path):
+    from l2v_core.training.contrastive import supervised_data
 
-    groups = ["x"] * 20 + ["y"] * 13
-    g = BatchSchedule(33, 4, seed=0, groups=groups)
-    assert g.per_epoch == 5 + 3
-    for i in range(16):
-        assert len({groups[k] for k in g.batch(i)}) == 1
+    config = load_config("supervised", sample_path("supervised.json"), {"output_dir": str(tmp_path / "o")})
+    parts, prompts = supervised_data(config, str(tmp_path / "c"), 8)
+    assert set(parts) == {"quotes", "definitions"}
+    assert all(p.column_names == ["query", "positive", "negative"] for p in parts.values())
+    assert prompts == {name: {"query": config.instructions[name]} for name in parts}
+    total = sum(len(p) for p in parts.values())
+    assert total == len(load_triples(sample_path("triples.jsonl")))
     with pytest.raises(DataError, match="Not one full batch"):
-        BatchSchedule(3, 8, seed=0)
+        supervised_data(config, str(tmp_path / "c"), 10_000)
+    mixed = load_config("supervised", sample_path("supervised.json"), {"output_dir": "o", "homogeneous_batches": False})
+    with pytest.raises(ConfigError, match="`homogeneous_batches` false"):
+        supervised_data(mixed, str(tmp_path / "c"), 8)

@@ -28,9 +28,10 @@ def tokenizer(tiny_llama):
 
 def masked_batch(tokenizer, probability=0.3, line_by_line=False, seed=0, n=16):
     token, _ = resolve_mask_token(tokenizer, "_")
-    collator = make_collator(tokenizer, token, probability)
-    collator.generator = torch.Generator().manual_seed(seed)
-    examples = tokenize_corpus(tiny.CORPUS * 4, tokenizer, 24, line_by_line)[:n]
+    from datasets import Dataset
+
+    collator = make_collator(tokenizer, token, probability, seed)
+    examples = list(tokenize_corpus(Dataset.from_dict({"text": tiny.CORPUS * 4}), tokenizer, 24, line_by_line))[:n]
     original = [list(e["input_ids"]) for e in examples]
     batch = collator([dict(e) for e in examples])
     return examples, original, batch
@@ -120,7 +121,7 @@ def test_mntp_training_lowers_loss_and_writes_a_backbone_adapter(tiny_llama, toy
     first, last = metrics.loss.head(6).mean(), metrics.loss.tail(6).mean()
     assert last < first - 0.4, (first, last)
 
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000024", "step-000036"]
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-24", "checkpoint-36"]
     keys = list(load_file(out / "adapter" / "adapter_model.safetensors"))
     assert keys and all(k.startswith("base_model.model.layers.") for k in keys)  # AutoModel keys, no LM head
     assert any("mlp.down_proj.lora_A" in k for k in keys) and any("self_attn.q_proj.lora_B" in k for k in keys)

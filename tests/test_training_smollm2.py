@@ -23,3 +23,4 @@ def test_mntp_step_on_the_bundled_gguf(smollm2_gguf, tmp_path):
     assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == "bundled"
     keys = list(load_file(adapter / "adapter_model.safetensors"))
     assert len(keys) == 30 * 7 * 2 and all(k.startswith("base_model.model.layers.") for k in keys)
+

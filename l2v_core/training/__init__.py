@@ -1,33 +1,36 @@
-"""Training: MNTP, unsupervised SimCSE and supervised contrastive, as in the LLM2Vec paper.
+"""Training: MNTP on transformers' Trainer, unsupervised SimCSE and supervised contrastive on
+sentence-transformers' trainer, as in the LLM2Vec paper.
 
 >>> from l2v_core.training import load_config, train
 >>> result = train("mntp", load_config("mntp", "mntp.json", {"max_steps": 100}))
 >>> write_training_report(result.output_dir)   # report.png + report.md: loss and scores against step
+
+``train`` takes an optional ``evaluator`` (a sentence-transformers ``SentenceEvaluator``, called with a
+``SentenceTransformer`` of the encoder being trained every ``eval_steps``) and trainer ``callbacks``.
 """
 from __future__ import annotations
 
-from .checkpoints import CheckpointError
 from .config import (STAGES, ConfigError, ContrastiveConfig, MNTPConfig, SimCSEConfig, SupervisedConfig, TrainConfig,
                      build_config, load_config)
 from .data import DataError, load_texts, load_triples, sample_path
-from .loop import TrainResult
 from .report import write_training_report
+from .run import CheckpointError, TrainResult
 
 
-def train(stage: str, config: TrainConfig) -> TrainResult:
+def train(stage: str, config: TrainConfig, evaluator=None, callbacks=()) -> TrainResult:
     """Run training ``stage`` ("mntp", "simcse" or "supervised") with a config of that stage."""
     if stage == "mntp":
         from .mntp import train_mntp
 
-        return train_mntp(config)
+        return train_mntp(config, evaluator, callbacks)
     if stage == "simcse":
         from .contrastive import train_simcse
 
-        return train_simcse(config)
+        return train_simcse(config, evaluator, callbacks)
     if stage == "supervised":
         from .contrastive import train_supervised
 
-        return train_supervised(config)
+        return train_supervised(config, evaluator, callbacks)
     raise ConfigError(f"Unknown training stage {stage!r}; choose one of {', '.join(STAGES)}")
 
 

@@ -1,8 +1,10 @@
 """Typed training configurations: one dataclass per stage, validated on construction.
 
-A config comes from a JSON file plus ``--key value`` overrides. Unknown keys are
-refused with the closest known key suggested; values are checked for type and
-range so a typo fails before a model is loaded. Relative paths written in a
+A config comes from a JSON file plus ``--key value`` overrides. The keys below are
+l2v's own; every other key is one of the trainers' own ``TrainingArguments`` (``report_to``,
+``logging_steps``, ``push_to_hub``, ``deepspeed``, ...), passed through by its own name and parsed
+by ``HfArgumentParser`` (see ``arguments.py``). Unknown keys are refused with the closest valid
+key suggested; values are checked for type and range so a typo fails before a model is loaded. Relative paths written in a
 config file are taken relative to that file (so a config and its data can move
 together); paths given on the command line are relative to the current directory.
 """
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..loading import DTYPE_NAMES as DTYPES
+from ..dtypes import DTYPE_NAMES as DTYPES
 from ..pooling import POOLING_MODES
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -32,7 +34,9 @@ REQUIRED_KEYS = ("base_model", "train_file", "output_dir")
 PATH_KEYS = ("base_model", "train_file", "output_dir", "mntp_adapter", "eval_data_dir")
 # Keys a resumed run may change without changing the result of the steps already taken.
 RESUMABLE_CHANGES = {"max_steps", "save_steps", "save_total_limit", "merge_output", "resume", "progress_bar",
-                     "output_dir", "gradcache_chunk_size", "eval_tasks", "eval_steps", "eval_data_dir"}
+                     "output_dir", "gradcache_chunk_size", "eval_tasks", "eval_steps", "eval_data_dir",
+                     "report_to", "logging_steps", "logging_dir", "push_to_hub", "hub_model_id", "hub_token",
+                     "hub_strategy", "hub_private_repo", "run_name", "save_strategy", "dataloader_num_workers"}
 # Keys that split the global batch over processes: a resumed run may change them (to run on
 # another number of processes) as long as the global batch stays the same.
 BATCH_LAYOUT = {"batch_size", "global_batch_size", "processes"}
@@ -90,8 +94,10 @@ class TrainConfig:
     lora_dropout: float = setting(0.05, "dropout on the LoRA input")
     lora_target_modules: list[str] = setting(
         LORA_TARGETS, "linear layers that get LoRA (comma list on the command line)")
-    dtype: str = setting("float32", f"weights as loaded: {', '.join(DTYPES)} (bfloat16 halves memory on GPU)")
-    bf16: bool = setting(False, "bf16 autocast (mixed precision) through accelerate")
+    dtype: str = setting("auto", f"weights as loaded: {', '.join(DTYPES)} (auto: bfloat16 where the device has "
+                                 "bf16 units, else float32)")
+    bf16: bool | str = setting(False, "bf16 autocast (mixed precision): true, false, or auto (true where the device "
+                                      "has bf16 units)")
     gradient_checkpointing: bool = setting(False, "recompute activations in backward to save memory")
     attn_implementation: str | None = setting(
         None, f"attention kernel: {', '.join(ATTENTION)} (null: transformers' default, sdpa)")
@@ -128,6 +134,8 @@ class TrainConfig:
         _probability(self, "lora_dropout")
         _choice(self, "lr_scheduler", SCHEDULERS)
         _choice(self, "dtype", DTYPES)
+        if isinstance(self.bf16, str) and self.bf16 != "auto":
+            raise ConfigError(f"`bf16` must be true, false or \"auto\", got {self.bf16!r}")
         if self.attn_implementation is not None:
             _choice(self, "attn_implementation", ATTENTION)
         if not self.lora_target_modules or not all(isinstance(m, str) and m for m in self.lora_target_modules):
@@ -144,8 +152,11 @@ class TrainConfig:
         if self.eval_data_dir is not None and not os.path.isdir(self.eval_data_dir):
             raise ConfigError(f"`eval_data_dir` {self.eval_data_dir!r} is not a folder")
 
+    # The trainer's own TrainingArguments given by name (set by build_config, checked there).
+    trainer_args: typing.ClassVar[dict[str, Any]] = {}
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), **self.trainer_args}
 
     def process_batch_size(self, num_processes: int) -> int:
         """Items per process in a micro-batch: ``batch_size``, or ``global_batch_size`` split evenly."""
@@ -189,7 +200,8 @@ class MNTPConfig(TrainConfig):
 
 @dataclass
 class ContrastiveConfig(TrainConfig):
-    """Settings shared by the two contrastive stages (both train an encoder with InfoNCE)."""
+    """Settings shared by the two contrastive stages (both train an encoder with an InfoNCE loss,
+    sentence-transformers' MultipleNegativesRankingLoss)."""
 
     mntp_adapter: str | None = setting(
         None, "peft adapter (an MNTP run's adapter/) merged into base_model before the new LoRA")
@@ -198,8 +210,12 @@ class ContrastiveConfig(TrainConfig):
     attention_dropout: float = setting(0.0, "dropout on the attention weights")
     merge_output: bool = True
     gradcache_chunk_size: int | None = setting(
-        None, "GradCache: texts per forward pass; the loss still contrasts the whole batch with the same "
-              "gradients, activation memory is that of one chunk (null: the whole batch in one pass)")
+        None, "GradCache (CachedMultipleNegativesRankingLoss): texts per forward pass; the loss still contrasts the "
+              "whole batch with the same gradients, activation memory is that of one chunk (null: one pass)")
+    loss: str = setting(
+        "MultipleNegativesRankingLoss", "a sentence-transformers loss by class name; a wrapping loss such as "
+                                        "MatryoshkaLoss wraps the contrastive loss")
+    loss_args: dict[str, Any] = setting({}, "keyword arguments of `loss`, e.g. {\"matryoshka_dims\": [576, 256, 64]}")
 
     stage = "contrastive"
 
@@ -248,20 +264,31 @@ STAGES: dict[str, type[TrainConfig]] = {"mntp": MNTPConfig, "simcse": SimCSEConf
 
 # --------------------------------------------------------------------- building
 def build_config(stage: str, values: dict[str, Any]) -> TrainConfig:
-    """Validate ``values`` for ``stage`` and return the typed config."""
+    """Validate ``values`` for ``stage`` and return the typed config.
+
+    Keys that are not l2v settings but are the stage's trainer's own ``TrainingArguments``
+    are kept, checked, in ``config.trainer_args``; anything else is refused with the closest valid key.
+    """
+    from .arguments import check_trainer_args, trainer_arg_names
+
     if stage not in STAGES:
         raise ConfigError(f"Unknown training stage {stage!r}; choose one of {', '.join(STAGES)}")
     cls = STAGES[stage]
     known = cls.keys()
-    for key in values:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    passthrough = {k: v for k, v in values.items() if k not in known}
+    for key in passthrough:
+        if key not in trainer_arg_names(stage):
+            valid = [*known, *trainer_arg_names(stage)]
+            close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            raise ConfigError(f"Unknown key {key!r} for {stage} training{hint} (known keys: {', '.join(known)})")
+            raise ConfigError(f"Unknown key {key!r} for {stage} training{hint} (l2v keys: `l2v-train {stage} --help`; "
+                              "other keys are the trainer's TrainingArguments)")
     try:
-        return cls(**values)
+        config = cls(**{k: v for k, v in values.items() if k in known})
     except TypeError as err:  # only reachable through programmatic misuse; keys are checked above
         raise ConfigError(str(err)) from err
+    config.trainer_args = check_trainer_args(stage, passthrough)
+    return config
 
 
 def load_config(stage: str, path: str | os.PathLike | None = None,
@@ -329,7 +356,12 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _check_type(name, value, inner[0])
+        for candidate in inner[:-1]:  # `bool | str`: the first type that takes the value
+            try:
+                return _check_type(name, value, candidate)
+            except ConfigError:
+                pass
+        return _check_type(name, value, inner[-1])
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -357,6 +389,8 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"`{name}` must be a list, got {value!r}")
         return [_check_type(f"{name}[{i}]", v, args[0]) for i, v in enumerate(value)]
     if origin is dict:
+        if isinstance(value, str):
+            value = parse_override_value(value)
         if not isinstance(value, dict):
             raise ConfigError(f"`{name}` must be a JSON object, got {value!r}")
         return {_check_type(f"{name} key", k, args[0]): _check_type(f"{name}[{k!r}]", v, args[1]) for k, v in value.items()}

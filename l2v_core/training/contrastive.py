@@ -1,77 +1,38 @@
-"""Contrastive stages on the LLM2Vec encoder: unsupervised SimCSE and supervised training.
+"""Unsupervised SimCSE and supervised contrastive training on sentence-transformers' trainer.
 
-Both pool with the encoder (``LLM2Vec.tokenize`` + ``LLM2Vec.forward``) and train a
-fresh LoRA, on top of the base model with the MNTP adapter merged into it, with an
-InfoNCE loss over cosine similarities. Every text of a step goes through the model
-in one forward pass (one call per step is also what DistributedDataParallel needs),
-unless ``gradcache_chunk_size`` is set: then GradCache (see ``gradcache.py``) embeds the
-batch in chunks and backpropagates chunk by chunk, with the gradients of the one pass.
-On several processes the documents of all processes are gathered, with gradients,
-so each query is contrasted with the whole global batch.
+The model is a ``SentenceTransformer`` whose one module is l2v's ``LLM2VecModule`` (tokenization with
+the instruction mask, the bidirectional decoder with a fresh LoRA on top of the base with the MNTP
+adapter merged, pooling). The loss is sentence-transformers' ``MultipleNegativesRankingLoss`` (InfoNCE
+over cosine similarities / temperature, documents gathered across processes), or its GradCache form
+``CachedMultipleNegativesRankingLoss`` when ``gradcache_chunk_size`` is set, or any loss named by ``loss``.
+SimCSE trains on (text, text) pairs: each column's forward pass draws its own dropout, so the views differ.
+Supervised trains on (query, positive, negative); with ``homogeneous_batches`` each dataset is its own
+dataset of a multi-dataset run (one dataset per batch), and its instruction is the trainer's prompt for
+its ``query`` column, which ``LLM2VecModule`` keeps out of the pooled vector as ``encode`` does.
 """
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..bidirectional import make_bidirectional
 from ..encoder import LLM2Vec
+from transformers import set_seed
+
+from .arguments import training_arguments
 from .config import ConfigError, ContrastiveConfig, SimCSEConfig, SupervisedConfig
-from .data import BatchSchedule, load_texts, load_triples
-from .gradcache import cached_backward, chunked
-from .loop import Task, TrainResult, run
-from .modeling import (add_lora, enable_checkpointing, model_kwargs, model_reference, save_adapter, save_merged, set_attention_dropout,
-                       trainable_copy)
+from .data import DataError, load_texts, load_triples
+from .modeling import (add_lora, enable_checkpointing, model_kwargs, model_reference, save_adapter, save_merged,
+                       set_attention_dropout, trainable_copy)
+from .run import (METRICS, AdapterCheckpoints, MetricsCallback, RngPreserving, TrainResult, check_resume, fit,
+                  num_processes, push_result, result_of, write_run_record)
 
 logger = logging.getLogger(__name__)
-
-
-class _GatherWithGrad(torch.autograd.Function):
-    """all_gather whose backward hands each process the summed gradient of its own slice."""
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
-
-        ctx.rank, ctx.size = dist.get_rank(), tensor.shape[0]
-        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, tensor.contiguous())
-        return torch.cat(parts, dim=0)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
-
-        grad = grad.contiguous()
-        dist.all_reduce(grad)  # every process's loss used every slice
-        return grad[ctx.rank * ctx.size:(ctx.rank + 1) * ctx.size]
-
-
-def gather_with_grad(tensor: torch.Tensor, num_processes: int) -> torch.Tensor:
-    """Concatenate ``tensor`` over all processes (rank order), keeping gradients; identity on one.
-
-    Every process must pass the same number of rows (the batch schedule guarantees it).
-    """
-    if num_processes == 1:
-        return tensor
-    return _GatherWithGrad.apply(tensor)
-
-
-def info_nce(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None,
-             temperature: float, rank: int = 0, num_processes: int = 1) -> torch.Tensor:
-    """InfoNCE of local ``queries`` against the positives and hard negatives of all processes.
-
-    Query i's positive is positive i of this process; every other positive and every
-    hard negative of the global batch is a negative. Similarity: cosine / temperature.
-    """
-    docs = gather_with_grad(positives, num_processes)
-    if negatives is not None:
-        docs = torch.cat([docs, gather_with_grad(negatives, num_processes)], dim=0)
-    scores = F.normalize(queries.float(), dim=-1) @ F.normalize(docs.float(), dim=-1).T / temperature
-    labels = torch.arange(queries.shape[0], device=queries.device) + rank * queries.shape[0]
-    return F.cross_entropy(scores, labels)
+CONTRASTIVE = ("MultipleNegativesRankingLoss", "CachedMultipleNegativesRankingLoss")
 
 
 def load_encoder(config: ContrastiveConfig) -> LLM2Vec:
@@ -90,117 +51,130 @@ def load_encoder(config: ContrastiveConfig) -> LLM2Vec:
     return encoder
 
 
-class ContrastiveTask(Task):
-    config: ContrastiveConfig
+def build_loss(model, config: ContrastiveConfig):
+    """The contrastive loss (GradCache form with ``gradcache_chunk_size``), wrapped by ``loss`` when that names a
+    wrapping loss (one taking ``loss=``, such as MatryoshkaLoss), or ``loss`` itself."""
+    from sentence_transformers import losses
 
-    def __init__(self, config: ContrastiveConfig, accelerator):
-        self.config = config
-        self.rank, self.world = accelerator.process_index, accelerator.num_processes
-        if config.gradcache_chunk_size is not None and getattr(accelerator, "distributed_type", None) == "DEEPSPEED":
-            # DeepSpeed's engine counts backward calls as micro-steps; GradCache makes one per chunk.
-            raise ConfigError("gradcache_chunk_size does not work under DeepSpeed; launch with DDP "
-                              "(accelerate launch / torchrun without a DeepSpeed config)")
-        self.encoder = load_encoder(config)
-        self.peft_model = self.encoder.model
-        # The whole encoder is the module handed to accelerate: under DDP its forward (pooling
-        # included) is the one wrapped call, and ``encoder.model`` stays the plain peft model.
-        self.module = self.encoder
-
-    def inputs(self, batch: dict) -> list:
-        """Every text of the batch, in the order ``contrast`` expects their embeddings."""
-        raise NotImplementedError
-
-    def contrast(self, reps: torch.Tensor, batch: dict) -> torch.Tensor:
-        """The loss of ``batch`` from the embeddings of ``inputs(batch)``."""
-        raise NotImplementedError
-
-    def loss(self, module, batch: dict) -> tuple[torch.Tensor, int]:
-        features = self.encoder.tokenize(self.inputs(batch))
-        return self.contrast(module(features), batch), int(features["attention_mask"].sum())
-
-    def backward(self, module, batch: dict, accelerator) -> tuple[torch.Tensor, int]:
-        size = self.config.gradcache_chunk_size
-        if size is None:
-            return super().backward(module, batch, accelerator)
-        # Tokenized once per chunk: both GradCache passes must see identical inputs.
-        features = [self.encoder.tokenize(list(chunk)) for chunk in chunked(self.inputs(batch), size)]
-        loss = cached_backward(module, features, lambda reps: self.contrast(reps, batch), accelerator.backward,
-                               lambda: accelerator.no_sync(module), device=self.encoder.device)
-        return loss, sum(int(f["attention_mask"].sum()) for f in features)
-
-    def current_encoder(self) -> LLM2Vec:
-        return self.encoder
-
-    def save(self, output_dir: str) -> dict[str, str | None]:
-        self.encoder.eval()
-        base_ref = model_reference(self.config.mntp_adapter or self.config.base_model)
-        # The adapter applies to the base with the MNTP adapter merged; recording the MNTP
-        # adapter as its base lets LLM2Vec.from_pretrained(adapter_dir) rebuild that chain.
-        adapter = save_adapter(self.peft_model, self.encoder.tokenizer, f"{output_dir}/adapter", base_ref,
-                               encoder_config=self.encoder.encoder_config())
-        merged = save_merged(self.encoder, output_dir) if self.config.merge_output else None
-        return {"adapter_dir": adapter, "merged_dir": merged}
+    names = [n for n in dir(losses) if n.endswith("Loss") and inspect.isclass(getattr(losses, n))]
+    if config.loss not in names:
+        close = difflib.get_close_matches(config.loss, names, n=1)
+        raise ConfigError(f"`loss` {config.loss!r} is not a sentence-transformers loss"
+                          + (f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(names)})"))
+    cls = getattr(losses, config.loss)
+    wraps = "loss" in inspect.signature(cls.__init__).parameters
+    contrastive_args = {"scale": 1.0 / config.temperature, "gather_across_devices": True}
+    if config.loss in CONTRASTIVE or not wraps:
+        contrastive_args.update(config.loss_args)
+    try:
+        if config.gradcache_chunk_size is not None:
+            base = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=config.gradcache_chunk_size,
+                                                             **contrastive_args)
+        else:
+            base = losses.MultipleNegativesRankingLoss(model, **contrastive_args)
+        if config.loss in CONTRASTIVE:
+            return base
+        return cls(model, base, **config.loss_args) if wraps else cls(model, **config.loss_args)
+    except TypeError as err:
+        raise ConfigError(f"`loss_args` do not fit {config.loss}: {err}") from None
 
 
-class SimCSETask(ContrastiveTask):
-    def __init__(self, config: SimCSEConfig, accelerator):
-        # Data first: a bad file fails before the model is loaded.
-        self.texts = load_texts(config.train_file, config.text_field)
-        self.schedule = BatchSchedule(len(self.texts), config.global_batch(accelerator.num_processes), config.seed)
-        super().__init__(config, accelerator)
+def supervised_data(config: SupervisedConfig, cache_dir: str, global_batch: int):
+    """(dataset, prompts): one dataset per data set name when batches are homogeneous, else one dataset;
+    the prompts put each data set's instruction on its queries."""
+    from datasets import DatasetDict
 
-    def batch(self, items: list[int], index: int) -> dict:
-        return {"texts": [self.texts[i] for i in items]}
-
-    def inputs(self, batch: dict) -> list:
-        # Each text twice: every row draws its own dropout mask, so the two views differ.
-        return batch["texts"] + batch["texts"]
-
-    def contrast(self, reps: torch.Tensor, batch: dict) -> torch.Tensor:
-        n = len(batch["texts"])
-        return info_nce(reps[:n], reps[n:], None, self.config.temperature, self.rank, self.world)
-
-
-class SupervisedTask(ContrastiveTask):
-    config: SupervisedConfig
-
-    def __init__(self, config: SupervisedConfig, accelerator):
-        self.triples = load_triples(config.train_file)
-        unknown = sorted({t.dataset for t in self.triples if t.dataset and t.dataset not in config.instructions})
-        if unknown and config.instructions:
-            logger.warning("No instruction for dataset(s) %s; their queries use default_instruction %r",
-                           unknown, config.default_instruction)
-        groups = [t.dataset for t in self.triples] if config.homogeneous_batches else None
-        self.schedule = BatchSchedule(len(self.triples), config.global_batch(accelerator.num_processes), config.seed, groups)
-        super().__init__(config, accelerator)
-
-    def query_input(self, query: str, dataset: str):
-        """[instruction, query]: the encoder keeps instruction tokens out of the pooled vector."""
-        instruction = self.config.instructions.get(dataset, self.config.default_instruction)
-        return [instruction, query] if instruction else query
-
-    def batch(self, items: list[int], index: int) -> dict:
-        rows = [self.triples[i] for i in items]
-        return {"queries": [self.query_input(r.query, r.dataset) for r in rows],
-                "positives": [r.positive for r in rows], "negatives": [r.negative for r in rows]}
-
-    def inputs(self, batch: dict) -> list:
-        return batch["queries"] + batch["positives"] + batch["negatives"]
-
-    def contrast(self, reps: torch.Tensor, batch: dict) -> torch.Tensor:
-        n = len(batch["queries"])
-        return info_nce(reps[:n], reps[n:2 * n], reps[2 * n:], self.config.temperature, self.rank, self.world)
+    rows = load_triples(config.train_file, cache_dir=cache_dir)
+    names = sorted(set(rows["dataset"]))
+    instruction = {n: config.instructions.get(n, config.default_instruction) for n in names}
+    missing = [n for n in names if n and n not in config.instructions]
+    if missing and config.instructions:
+        logger.warning("No instruction for dataset(s) %s; their queries use default_instruction %r",
+                       missing, config.default_instruction)
+    if not config.homogeneous_batches:
+        if len(set(instruction.values())) > 1:
+            raise ConfigError("`homogeneous_batches` false mixes data sets in a batch, but their `instructions` differ; "
+                              "set homogeneous_batches true (one data set per batch)")
+        return rows.remove_columns("dataset"), {"query": next(iter(instruction.values()))}
+    parts = {(n or "default"): rows.filter(lambda d, n=n: d == n, input_columns="dataset").remove_columns("dataset")
+             for n in names}
+    if all(len(p) < global_batch for p in parts.values()):
+        raise DataError(f"Not one full batch: every dataset of {config.train_file} has fewer than {global_batch} rows "
+                        f"(batch_size x processes, or global_batch_size); sizes {sorted(map(len, parts.values()))}. "
+                        "Lower batch_size or add data.")
+    prompts = {(n or "default"): {"query": instruction[n]} for n in names if instruction[n]}
+    return DatasetDict(parts), prompts
 
 
-def train_simcse(config: SimCSEConfig) -> TrainResult:
-    """Run unsupervised SimCSE training; see :class:`SimCSEConfig`."""
+def train_contrastive(config: ContrastiveConfig, evaluator=None, callbacks=()) -> TrainResult:
+    """Run SimCSE or supervised training; see :class:`SimCSEConfig` and :class:`SupervisedConfig`."""
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+
+    from ..st_modules import LLM2VecModule
+
+    class Trainer(AdapterCheckpoints, SentenceTransformerTrainer):
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            # The trainer counts tokens of a single `input_ids` input; these batches hold one per column.
+            tokens = sum(v.sum() for k, v in inputs.items() if k.endswith("attention_mask"))
+            self.state.num_input_tokens_seen += int(self.accelerator.gather(torch.as_tensor(tokens).reshape(1)).sum())
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
+    world = num_processes()
+    out = Path(config.output_dir)
+    resume_from = check_resume(config, out, world)
+    probe = training_arguments(config, config.stage, world)
+    with probe.main_process_first():  # data first (a bad file fails before the model loads), written once
+        cache = str(out / ".data_cache")
+        if isinstance(config, SupervisedConfig):
+            dataset, prompts = supervised_data(config, cache, config.global_batch(world))
+        else:
+            dataset, prompts = load_texts(config.train_file, config.text_field, ("anchor", "positive"), cache), None
+            if len(dataset) < config.global_batch(world):
+                raise DataError(f"Not one full batch: {config.train_file} holds {len(dataset)} texts, fewer than "
+                                f"{config.global_batch(world)} items (batch_size x processes). Lower batch_size or add data.")
+    if probe.process_index == 0:
+        write_run_record(config, out, world)
+    set_seed(config.seed)  # the fresh LoRA is drawn from the seed, not from whatever ran before
+    encoder = load_encoder(config)
+    model = SentenceTransformer(modules=[LLM2VecModule(encoder)])
+    args = training_arguments(config, config.stage, world, prompts=prompts, batch_sampler="batch_sampler",
+                              multi_dataset_batch_sampler="proportional", evaluating=evaluator is not None)
+    wrapped = RngPreserving(evaluator) if evaluator is not None else None
+    metrics = MetricsCallback(out / METRICS, int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0, wrapped)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, loss=build_loss(model, config),
+                      evaluator=wrapped, callbacks=[metrics, *callbacks])
+    trainer.peft_model = encoder.model
+    fit(trainer, config, resume_from)
+    written: dict[str, str | None] = {"adapter_dir": str(out / "adapter"), "merged_dir": None}
+    if trainer.is_world_process_zero():
+        written = save_contrastive(encoder, model, config)
+        push_result(args, written)
+    trainer.accelerator.wait_for_everyone()
+    return result_of(config, trainer, metrics, resume_from, written)
+
+
+def save_contrastive(encoder: LLM2Vec, model, config: ContrastiveConfig) -> dict[str, str | None]:
+    encoder.eval()
+    out = config.output_dir
+    # The adapter applies to the base with the MNTP adapter merged; recording the MNTP
+    # adapter as its base lets LLM2Vec.from_pretrained(adapter_dir) rebuild that chain.
+    adapter = save_adapter(encoder.model, encoder.tokenizer, f"{out}/adapter",
+                           model_reference(config.mntp_adapter or config.base_model),
+                           encoder_config=encoder.encoder_config())
+    model._create_model_card(adapter)  # sentence-transformers' card: data, loss, hyperparameters, scores
+    merged = save_merged(encoder, out) if config.merge_output else None
+    if merged:
+        model._create_model_card(merged)
+    return {"adapter_dir": adapter, "merged_dir": merged}
+
+
+def train_simcse(config: SimCSEConfig, evaluator=None, callbacks=()) -> TrainResult:
     if not isinstance(config, SimCSEConfig):
         raise TypeError(f"train_simcse needs a SimCSEConfig, got {type(config).__name__}")
-    return run(config, SimCSETask)
+    return train_contrastive(config, evaluator, callbacks)
 
 
-def train_supervised(config: SupervisedConfig) -> TrainResult:
-    """Run supervised contrastive training; see :class:`SupervisedConfig`."""
+def train_supervised(config: SupervisedConfig, evaluator=None, callbacks=()) -> TrainResult:
     if not isinstance(config, SupervisedConfig):
         raise TypeError(f"train_supervised needs a SupervisedConfig, got {type(config).__name__}")
-    return run(config, SupervisedTask)
+    return train_contrastive(config, evaluator, callbacks)

@@ -1,10 +1,8 @@
-"""Training data from local files, and a data order that is a pure function of (seed, step).
+"""Training data from local files, as memory-mapped ``datasets`` tables for the trainers.
 
 Nothing is downloaded: data is a plain-text file (one text per line, blank lines
 skipped) or JSONL, either one optionally gzip-compressed (``.txt.gz``, ``.jsonl.gz``).
-Because the batch of every step is computed from the seed and the step number alone,
-a resumed run sees exactly the batches the uninterrupted run would have seen, with
-no sampler state to save.
+Each row is checked as it is read; a bad row fails with the file and line named.
 """
 from __future__ import annotations
 
@@ -12,10 +10,7 @@ import gzip
 import json
 import os
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 
@@ -33,13 +28,18 @@ def sample_path(name: str) -> str:
     return str(path)
 
 
-def _open_lines(path: str):
-    """(line number, line) of a text file, gzip-decompressed when its name ends in ``.gz``."""
+def _check_file(path: str) -> None:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise DataError(f"Training data file not found: {path!r}")
     if not os.path.isfile(path):
         raise DataError(f"Training data path is not a file: {path!r}")
+
+
+def _open_lines(path: str):
+    """(line number, line) of a text file, gzip-decompressed when its name ends in ``.gz``."""
+    path = os.fspath(path)
+    _check_file(path)
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as f:
         try:
@@ -68,9 +68,17 @@ def _json_rows(path: str):
         yield number, row
 
 
-def load_texts(path: str, text_field: str = "text") -> list[str]:
-    """Texts of a .txt file (one per line) or a .jsonl file (``text_field`` of each object), or of the same gzipped."""
-    texts: list[str] = []
+def _clean(path: str, number: int, value: str, key: str) -> str:
+    """A text as training uses it; a lone surrogate (valid JSON escape, not text) is refused, as ``encode`` does."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(f"{path}, line {number}: {key!r} holds a lone surrogate ({value[:40]!r}...), "
+                        "which is not text; fix the escape in that row") from None
+    return value.strip()
+
+
+def _texts(path: str, text_field: str, names: tuple[str, ...]):
     if _is_jsonl(path):
         for number, row in _json_rows(path):
             value = row.get(text_field)
@@ -78,27 +86,15 @@ def load_texts(path: str, text_field: str = "text") -> list[str]:
                 keys = ", ".join(sorted(row)) or "none"
                 raise DataError(f"{path}, line {number}: needs a string under {text_field!r} (keys found: {keys})")
             if value.strip():
-                texts.append(value.strip())
+                text = _clean(path, number, value, text_field)
+                yield dict.fromkeys(names, text)
     else:
-        texts = [line.strip() for _, line in _open_lines(path) if line.strip()]
-    if not texts:
-        raise DataError(f"{path} holds no texts (blank lines are skipped)")
-    return texts
+        for _, line in _open_lines(path):
+            if line.strip():
+                yield dict.fromkeys(names, line.strip())
 
 
-@dataclass(frozen=True)
-class Triple:
-    query: str
-    positive: str
-    negative: str
-    dataset: str = ""
-
-
-def load_triples(path: str) -> list[Triple]:
-    """Rows ``{"query", "positive", "negative", "dataset"?}`` of a JSONL file."""
-    if not _is_jsonl(path):
-        raise DataError(f"Supervised data must be JSONL with keys query, positive, negative; got {path!r}")
-    triples = []
+def _triples(path: str):
     for number, row in _json_rows(path):
         for key in ("query", "positive", "negative"):
             value = row.get(key)
@@ -107,67 +103,61 @@ def load_triples(path: str) -> list[Triple]:
         dataset = row.get("dataset", "")
         if not isinstance(dataset, str):
             raise DataError(f"{path}, line {number}: 'dataset' must be a string")
-        triples.append(Triple(row["query"].strip(), row["positive"].strip(), row["negative"].strip(), dataset))
-    if not triples:
+        yield {"query": _clean(path, number, row["query"], "query"),
+               "positive": _clean(path, number, row["positive"], "positive"),
+               "negative": _clean(path, number, row["negative"], "negative"), "dataset": dataset}
+
+
+def _arrow(generator, path: str, cache_dir: str | None, columns: tuple[str, ...], **kwargs):
+    """The rows of ``generator(path, ...)`` as a ``datasets.Dataset``: written to Arrow files in ``cache_dir``
+    and memory-mapped, so memory stays flat however large the file is. The file's size and modification
+    time are part of the cache key: an edited file is read again."""
+    import datasets
+
+    stat = os.stat(path)
+    signature = {"path": os.path.abspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+    def rows(path: str, signature: dict, **kwargs):
+        yield from generator(path, **kwargs)
+
+    was = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        features = datasets.Features({c: datasets.Value("string") for c in columns})
+        dataset = datasets.Dataset.from_generator(rows, gen_kwargs={"path": path, "signature": signature, **kwargs},
+                                                  cache_dir=cache_dir, features=features)
+    except ValueError as err:
+        if "corresponds to no data" in str(err):  # the generator yielded no row: datasets cannot build an empty table
+            return None
+        raise
+    except datasets.exceptions.DatasetGenerationError as err:
+        cause = err.__cause__ or err.__context__
+        if isinstance(cause, DataError):
+            raise cause from None
+        raise
+    finally:
+        if was:
+            datasets.enable_progress_bars()
+    return dataset
+
+
+def load_texts(path: str, text_field: str = "text", columns: tuple[str, ...] = ("text",),
+               cache_dir: str | None = None):
+    """Texts of a .txt file (one per line) or a .jsonl file (``text_field`` of each object), or of the same
+    gzipped, as a memory-mapped ``datasets.Dataset`` with each text under every name in ``columns``."""
+    _check_file(path)
+    dataset = _arrow(_texts, path, cache_dir, columns, text_field=text_field, names=columns)
+    if dataset is None or len(dataset) == 0:
+        raise DataError(f"{path} holds no texts (blank lines are skipped)")
+    return dataset
+
+
+def load_triples(path: str, cache_dir: str | None = None):
+    """Rows ``{"query", "positive", "negative", "dataset"?}`` of a JSONL file, as a memory-mapped dataset."""
+    if not _is_jsonl(path):
+        raise DataError(f"Supervised data must be JSONL with keys query, positive, negative; got {path!r}")
+    _check_file(path)
+    dataset = _arrow(_triples, path, cache_dir, ("query", "positive", "negative", "dataset"))
+    if dataset is None or len(dataset) == 0:
         raise DataError(f"{path} holds no rows")
-    return triples
-
-
-class BatchSchedule:
-    """Which items form global batch number ``b`` (counting from 0 over the whole run).
-
-    Each epoch is a permutation drawn from a generator seeded with ``seed`` and the
-    epoch number; incomplete batches are dropped so every process always gets the
-    same number of items (which cross-device gathering needs). With ``groups``
-    (a group label per item), every batch is drawn from a single group.
-    """
-
-    def __init__(self, num_items: int, global_batch: int, seed: int, groups: list[str] | None = None):
-        self.global_batch = global_batch
-        self.seed = seed
-        self.num_items = num_items
-        self.groups: dict[str, list[int]] = {}
-        if groups is not None:
-            for i, g in enumerate(groups):
-                self.groups.setdefault(g, []).append(i)
-            self.per_epoch = sum(len(ids) // global_batch for ids in self.groups.values())
-        else:
-            self.per_epoch = num_items // global_batch
-        if self.per_epoch == 0:
-            what = "every dataset has" if groups is not None else "the data has"
-            raise DataError(
-                f"Not one full batch: {what} fewer than {global_batch} items "
-                f"(batch_size x processes, or global_batch_size); got {num_items} items"
-                + (f" in groups of {sorted(len(v) for v in self.groups.values())}" if groups is not None else "")
-                + ". Lower batch_size or add data."
-            )
-        self._epoch = -1
-        self._order: list[list[int]] = []
-
-    def _generator(self, epoch: int) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-
-    def _batches_of_epoch(self, epoch: int) -> list[list[int]]:
-        gen = self._generator(epoch)
-        if not self.groups:
-            perm = torch.randperm(self.num_items, generator=gen).tolist()
-            return [perm[k * self.global_batch:(k + 1) * self.global_batch] for k in range(self.per_epoch)]
-        batches = []
-        for name in sorted(self.groups):
-            ids = self.groups[name]
-            perm = [ids[j] for j in torch.randperm(len(ids), generator=gen).tolist()]
-            batches += [perm[k * self.global_batch:(k + 1) * self.global_batch] for k in range(len(ids) // self.global_batch)]
-        order = torch.randperm(len(batches), generator=gen).tolist()
-        return [batches[k] for k in order]
-
-    def batch(self, index: int) -> list[int]:
-        epoch, k = divmod(index, self.per_epoch)
-        if epoch != self._epoch:
-            self._order, self._epoch = self._batches_of_epoch(epoch), epoch
-        return self._order[k]
-
-    def local_batch(self, index: int, rank: int, num_processes: int) -> list[int]:
-        """This process's share of global batch ``index``."""
-        items = self.batch(index)
-        per = len(items) // num_processes
-        return items[rank * per:(rank + 1) * per]
+    return dataset

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import zlib
+from pathlib import Path
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +22,12 @@ import torch.nn.functional as F
 from .. import loading
 from ..bidirectional import make_bidirectional
 from .config import ConfigError, MNTPConfig
-from .data import BatchSchedule, load_texts
-from .loop import Task, TrainResult, run
+from transformers import set_seed
+
+from .arguments import training_arguments
+from .data import DataError, load_texts
+from .run import (METRICS, AdapterCheckpoints, MetricsCallback, RngPreserving, TrainResult, check_resume, fit,
+                  num_processes, push_result, result_of, write_run_record)
 from .modeling import add_lora, enable_checkpointing, model_kwargs, model_reference, save_adapter, save_merged, trainable_copy
 
 logger = logging.getLogger(__name__)
@@ -44,7 +52,7 @@ def resolve_mask_token(tokenizer, wanted: str) -> tuple[str, int]:
     return token, int(token_id)
 
 
-def make_collator(tokenizer, mask_token: str, mask_probability: float):
+def make_collator(tokenizer, mask_token: str, mask_probability: float, seed: int = 0):
     """transformers' MLM collator on a private copy of the tokenizer (the copy gets the mask
     token and right padding; the tokenizer that is saved with the model stays untouched)."""
     from transformers import DataCollatorForLanguageModeling
@@ -56,8 +64,24 @@ def make_collator(tokenizer, mask_token: str, mask_probability: float):
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
     # Right padding keeps real tokens at positions 0..n-1 (position ids need no adjusting).
     tok.padding_side = "right"
-    return DataCollatorForLanguageModeling(tok, mlm=True, mlm_probability=mask_probability,
-                                           mask_replace_prob=0.8, random_replace_prob=0.1)
+    return ContentSeededCollator(seed, tok, mlm=True, mlm_probability=mask_probability, mask_replace_prob=0.8,
+                                 random_replace_prob=0.1)
+
+
+def ContentSeededCollator(seed: int, *args, **kwargs):
+    """transformers' MLM collator whose masks are drawn from a generator seeded by ``seed`` and the batch's token
+    ids. The trainer collates the next batch before it saves a checkpoint and again, from other random states,
+    after it resumes; masks that depend only on the batch make a resumed run mask exactly as an unbroken one."""
+    from transformers import DataCollatorForLanguageModeling
+
+    class Collator(DataCollatorForLanguageModeling):
+        def __call__(self, features, return_tensors=None):
+            ids = [t for f in features for t in f["input_ids"]]
+            self.generator = torch.Generator().manual_seed(
+                zlib.crc32(np.asarray(ids, dtype=np.int64).tobytes()) + seed * 1_000_003)
+            return super().__call__(features, return_tensors)
+
+    return Collator(*args, **kwargs)
 
 
 def next_token_targets(labels: torch.Tensor) -> torch.Tensor:
@@ -71,31 +95,40 @@ def next_token_targets(labels: torch.Tensor) -> torch.Tensor:
     return targets
 
 
-def tokenize_corpus(texts: list[str], tokenizer, max_length: int, line_by_line: bool) -> list[dict]:
-    """Examples of ``input_ids`` / ``attention_mask`` / ``special_tokens_mask``.
+def tokenize_corpus(texts, tokenizer, max_length: int, line_by_line: bool):
+    """A dataset of ``input_ids`` / ``attention_mask`` / ``special_tokens_mask`` examples, built with
+    ``datasets.map`` (Arrow files, memory-mapped: memory does not grow with the corpus).
 
-    Grouped mode (the reference's default) concatenates all texts and cuts blocks of
-    exactly ``max_length`` tokens (the remainder is dropped); a tokenizer that adds no
-    special tokens gets its EOS between texts so they stay apart.
+    Grouped mode (the reference's default, as transformers' run_mlm) concatenates the texts of each
+    chunk of 1,000 and cuts blocks of exactly ``max_length`` tokens (the remainder of a chunk is dropped);
+    a tokenizer that adds no special tokens gets its EOS between texts so they stay apart.
     """
-    if line_by_line:
-        enc = tokenizer(texts, truncation=True, max_length=max_length, return_special_tokens_mask=True)
-        return [{"input_ids": ids, "attention_mask": [1] * len(ids), "special_tokens_mask": sp}
-                for ids, sp in zip(enc["input_ids"], enc["special_tokens_mask"]) if ids]
-    enc = tokenizer(texts, return_special_tokens_mask=True)
-    ids_all: list[int] = []
-    special_all: list[int] = []
     separator = tokenizer.eos_token_id
-    for ids, special in zip(enc["input_ids"], enc["special_tokens_mask"]):
-        ids_all += ids
-        special_all += special
-        if not any(special) and separator is not None:
-            ids_all.append(separator)
-            special_all.append(1)
-    blocks = len(ids_all) // max_length
-    return [{"input_ids": ids_all[k * max_length:(k + 1) * max_length],
-             "attention_mask": [1] * max_length,
-             "special_tokens_mask": special_all[k * max_length:(k + 1) * max_length]} for k in range(blocks)]
+
+    def line_by_line_rows(batch):
+        enc = tokenizer(batch["text"], truncation=True, max_length=max_length, return_special_tokens_mask=True)
+        keep = [i for i, ids in enumerate(enc["input_ids"]) if ids]
+        return {"input_ids": [enc["input_ids"][i] for i in keep],
+                "attention_mask": [[1] * len(enc["input_ids"][i]) for i in keep],
+                "special_tokens_mask": [enc["special_tokens_mask"][i] for i in keep]}
+
+    def blocks(batch):
+        enc = tokenizer(batch["text"], return_special_tokens_mask=True)
+        ids_all: list[int] = []
+        special_all: list[int] = []
+        for ids, special in zip(enc["input_ids"], enc["special_tokens_mask"]):
+            ids_all += ids
+            special_all += special
+            if not any(special) and separator is not None:
+                ids_all.append(separator)
+                special_all.append(1)
+        count = len(ids_all) // max_length
+        return {"input_ids": [ids_all[k * max_length:(k + 1) * max_length] for k in range(count)],
+                "attention_mask": [[1] * max_length] * count,
+                "special_tokens_mask": [special_all[k * max_length:(k + 1) * max_length] for k in range(count)]}
+
+    return texts.map(line_by_line_rows if line_by_line else blocks, batched=True, batch_size=1000,
+                     remove_columns=texts.column_names, desc="tokenizing")
 
 
 class MNTPModel(torch.nn.Module):
@@ -133,72 +166,103 @@ def _require_trained_lm_head(lm, report, name: str) -> None:
                           "directory such as an l2v-convert output")
 
 
-class MNTPTask(Task):
-    def __init__(self, config: MNTPConfig, accelerator):
-        from transformers import AutoModelForCausalLM
+def load_mntp_model(config: MNTPConfig, source: str):
+    """The bidirectional decoder with LoRA on its headless part, under the frozen LM head, as ``MNTPModel``."""
+    from transformers import AutoModelForCausalLM
 
-        self.config = config
-        self.rank = accelerator.process_index
-        texts = load_texts(config.train_file, config.text_field)
-        source = loading.resolve_source(config.base_model)
-        self.tokenizer = loading.load_tokenizer(source)
-        self.name_or_path = loading.read_name_or_path(source)
-        mask_token, self.mask_token_id = resolve_mask_token(self.tokenizer, config.mask_token)
-        self.collator = make_collator(self.tokenizer, mask_token, config.mask_probability)
-        self.examples = tokenize_corpus(texts, self.tokenizer, config.max_length, config.line_by_line)
-        self.schedule = BatchSchedule(len(self.examples), config.global_batch(accelerator.num_processes), config.seed)
-
-        lm, report = loading.load_base_model(source, model_class=AutoModelForCausalLM, with_report=True,
-                                             **model_kwargs(config))
-        _require_trained_lm_head(lm, report, config.base_model)
-        lm = trainable_copy(lm)
-        make_bidirectional(lm)
-        lm.config.use_cache = False
-        lm.requires_grad_(False)
-        if config.gradient_checkpointing:
-            enable_checkpointing(lm)
-        backbone = getattr(lm, lm.base_model_prefix)
-        self.peft_model = add_lora(backbone, config)
-        softcap = getattr(lm.config, "final_logit_softcapping", None)
-        self.module = MNTPModel(self.peft_model, lm.get_output_embeddings(), softcap)
-        logger.info("MNTP: %d blocks of up to %d tokens from %d texts; mask token %r (id %d)",
-                    len(self.examples), config.max_length, len(texts), mask_token, self.mask_token_id)
-
-    def batch(self, items: list[int], index: int) -> dict:
-        # Masks depend only on (seed, micro-batch, process), so a resumed run masks alike.
-        self.collator.generator = torch.Generator().manual_seed(
-            (self.config.seed * 1_000_003 + index) * 131 + self.rank)
-        return self.collator([dict(self.examples[i]) for i in items])
-
-    def loss(self, module, batch: dict) -> tuple[torch.Tensor, int]:
-        device = next(self.peft_model.parameters()).device
-        loss = module(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                      labels=batch["labels"].to(device))
-        return loss, int(batch["attention_mask"].sum())
-
-    _encoder = None
-
-    def current_encoder(self):
-        """The encoder MNTP produces: the bidirectional backbone with the current adapter, mean pooling
-        (what ``LLM2Vec.from_pretrained`` of the saved adapter gives)."""
-        if self._encoder is None:
-            from ..encoder import LLM2Vec
-
-            self._encoder = LLM2Vec(self.peft_model, copy.deepcopy(self.tokenizer), pooling_mode="mean",
-                                    name_or_path=self.name_or_path)
-        return self._encoder
-
-    def save(self, output_dir: str) -> dict[str, str | None]:
-        self.peft_model.eval()
-        encoder = self.current_encoder()
-        adapter = save_adapter(self.peft_model, self.tokenizer, f"{output_dir}/adapter",
-                               model_reference(self.config.base_model), encoder_config=encoder.encoder_config())
-        merged = save_merged(encoder, output_dir) if self.config.merge_output else None
-        return {"adapter_dir": adapter, "merged_dir": merged}
+    lm, report = loading.load_base_model(source, model_class=AutoModelForCausalLM, with_report=True,
+                                         **model_kwargs(config))
+    _require_trained_lm_head(lm, report, config.base_model)
+    lm = trainable_copy(lm)
+    make_bidirectional(lm)
+    lm.config.use_cache = False
+    lm.requires_grad_(False)
+    if config.gradient_checkpointing:
+        enable_checkpointing(lm)
+    peft_model = add_lora(getattr(lm, lm.base_model_prefix), config)
+    return MNTPModel(peft_model, lm.get_output_embeddings(), getattr(lm.config, "final_logit_softcapping", None))
 
 
-def train_mntp(config: MNTPConfig) -> TrainResult:
-    """Run MNTP training; see :class:`MNTPConfig` for the settings."""
+def mntp_trainer_class():
+    """transformers' Trainer on ``MNTPModel`` (whose forward is the loss), with adapter-only checkpoints and
+    evaluation by a sentence-transformers evaluator of the encoder being trained."""
+    from transformers import Trainer
+
+    class MNTPLossAndScores(Trainer):
+        """Evaluation is the evaluator's scores of the encoder (the MNTP loss on held-out data is not asked for)."""
+        evaluator = None
+        encoder = None
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                         labels=inputs["labels"])
+            return (loss, None) if return_outputs else loss
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+            from sentence_transformers import SentenceTransformer
+
+            from ..st_modules import LLM2VecModule
+
+            self.model.eval()
+            scores = self.evaluator(SentenceTransformer(modules=[LLM2VecModule(self.encoder)]),
+                                    steps=self.state.global_step)
+            self.model.train()
+            metrics = {f"{metric_key_prefix}_{k}": v for k, v in scores.items()}
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            return metrics
+
+    class MNTPTrainer(AdapterCheckpoints, MNTPLossAndScores):
+        pass
+
+    return MNTPTrainer
+
+
+def train_mntp(config: MNTPConfig, evaluator=None, callbacks=()) -> TrainResult:
+    """Run MNTP training on transformers' Trainer; see :class:`MNTPConfig` for the settings."""
     if not isinstance(config, MNTPConfig):
         raise TypeError(f"train_mntp needs an MNTPConfig, got {type(config).__name__}")
-    return run(config, MNTPTask)
+    from ..encoder import LLM2Vec
+
+    world, out = num_processes(), Path(config.output_dir)
+    resume_from = check_resume(config, out, world)
+    args = training_arguments(config, "mntp", world, evaluating=evaluator is not None,
+                              include_num_input_tokens_seen="non_padding")
+    source = loading.resolve_source(config.base_model)
+    tokenizer = loading.load_tokenizer(source)
+    mask_token, mask_token_id = resolve_mask_token(tokenizer, config.mask_token)
+    with args.main_process_first():  # data first: a bad file fails before the model is loaded
+        texts = load_texts(config.train_file, config.text_field, cache_dir=str(out / ".data_cache"))
+        examples = tokenize_corpus(texts, tokenizer, config.max_length, config.line_by_line)
+    if len(examples) < config.global_batch(world):
+        raise DataError(f"Not one full batch: {config.train_file} gives {len(examples)} blocks of {config.max_length} "
+                        f"tokens, fewer than {config.global_batch(world)}. Lower batch_size or max_length, or add data.")
+    if args.process_index == 0:
+        write_run_record(config, out, world)
+    set_seed(config.seed)  # the fresh LoRA is drawn from the seed, not from whatever ran before
+    model = load_mntp_model(config, source)
+    logger.info("MNTP: %d examples of up to %d tokens; mask token %r (id %d)", len(examples), config.max_length,
+                mask_token, mask_token_id)
+    wrapped = RngPreserving(evaluator) if evaluator is not None else None
+    metrics = MetricsCallback(out / METRICS, int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0, wrapped)
+    trainer = mntp_trainer_class()(model=model, args=args, train_dataset=examples,
+                                   data_collator=make_collator(tokenizer, mask_token, config.mask_probability,
+                                                               config.seed),
+                                   callbacks=[metrics, *callbacks], eval_dataset=examples if wrapped else None)
+    trainer.peft_model = model.backbone
+    # The encoder MNTP produces: the bidirectional backbone with the current adapter, mean pooling
+    # (what LLM2Vec.from_pretrained of the saved adapter gives).
+    trainer.encoder = LLM2Vec(model.backbone, copy.deepcopy(tokenizer), pooling_mode="mean",
+                              name_or_path=loading.read_name_or_path(source))
+    trainer.evaluator = wrapped
+    fit(trainer, config, resume_from)
+    written: dict[str, str | None] = {"adapter_dir": str(out / "adapter"), "merged_dir": None}
+    if trainer.is_world_process_zero():
+        model.backbone.eval()
+        encoder = trainer.encoder
+        adapter = save_adapter(model.backbone, tokenizer, f"{out}/adapter", model_reference(config.base_model),
+                               encoder_config=encoder.encoder_config())
+        written = {"adapter_dir": adapter, "merged_dir": save_merged(encoder, str(out)) if config.merge_output else None}
+        push_result(args, written)
+    trainer.accelerator.wait_for_everyone()
+    return result_of(config, trainer, metrics, resume_from, written)

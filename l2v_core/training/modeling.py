@@ -9,13 +9,15 @@ import torch
 
 from .. import loading
 from ..bidirectional import make_bidirectional
+from ..dtypes import resolve_dtype
 from ..encoder import CONFIG_NAME
 from ..files import atomic_directory, write_json
 from .config import ConfigError, TrainConfig
 
 
 def model_kwargs(config: TrainConfig) -> dict:
-    kwargs = {"dtype": config.dtype}
+    # l2v's "auto" (bf16 where the device has bf16 units), not transformers' (the checkpoint's own dtype).
+    kwargs = {"dtype": resolve_dtype(config.dtype)}
     if config.attn_implementation:
         kwargs["attn_implementation"] = config.attn_implementation
     return kwargs

@@ -15,8 +15,7 @@ import pandas as pd
 
 from ..files import atomic_write
 from .config import ConfigError
-from .evaluation import EVAL_MEAN, EVAL_PREFIX
-from .loop import METRICS, RUN_CONFIG
+from .run import EVAL_MEAN, EVAL_PREFIX, METRICS, RUN_CONFIG
 
 PLOT = "report.png"
 MARKDOWN = "report.md"

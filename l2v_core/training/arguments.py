@@ -1,0 +1,114 @@
+"""The trainers' own ``TrainingArguments``: l2v's settings mapped onto them, every other argument passed
+through by its own name (``report_to``, ``logging_steps``, ``push_to_hub``, ``deepspeed``, ``fsdp``, ...).
+
+MNTP runs on transformers' ``Trainer`` (``TrainingArguments``); the contrastive stages on
+sentence-transformers' trainer (``SentenceTransformerTrainingArguments``, a subclass).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import typing
+from typing import Any
+
+import torch
+
+from ..dtypes import bf16_pays, default_device
+from .config import ConfigError, TrainConfig, _check_type
+
+# TrainingArguments that an l2v setting decides: giving them by their trainer name is refused,
+# naming the l2v key (two names for one thing would be two truths).
+OWNED = {"per_device_train_batch_size": "batch_size or global_batch_size", "lr_scheduler_type": "lr_scheduler",
+         "disable_tqdm": "progress_bar", "eval_strategy": "eval_steps", "resume_from_checkpoint": "resume",
+         "gradient_checkpointing": "gradient_checkpointing", "prompts": "instructions",
+         "multi_dataset_batch_sampler": "homogeneous_batches"}
+
+
+SIMPLE = (int, float, bool, str, type(None))
+
+
+def arguments_class(stage: str) -> type:
+    if stage == "mntp":
+        from transformers import TrainingArguments
+
+        return TrainingArguments
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    return SentenceTransformerTrainingArguments
+
+
+@functools.cache
+def trainer_arg_names(stage: str) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(arguments_class(stage)) if f.init and f.name not in OWNED)
+
+
+def check_trainer_args(stage: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Check each passed-through argument's type (simple types) and let the arguments class vet its value,
+    one key at a time so an error names its key."""
+    from transformers import HfArgumentParser
+
+    cls = arguments_class(stage)
+    hints = typing.get_type_hints(cls)
+    checked = {}
+    for key, value in values.items():
+        hint = hints.get(key)
+        if all(a in SIMPLE for a in typing.get_args(hint) or (hint,)):  # numbers, flags, strings: check here
+            value = _check_type(key, value, hint)
+        if key == "report_to":
+            _check_report_to(value)
+        try:
+            HfArgumentParser(cls).parse_dict({"output_dir": "unused", key: value})
+        except Exception as err:  # the arguments class raises what it likes (ValueError, ImportError, ...)
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"`{key}`: {first}") from None
+        checked[key] = value
+    return checked
+
+
+def _check_report_to(value: Any) -> None:
+    """The trainers accept any name here and fail at train time; a misspelt logger fails now, naming the key."""
+    import difflib
+
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    known = [*INTEGRATION_TO_CALLBACK, "all", "none"]
+    for name in [value] if isinstance(value, str) else value or []:
+        if name not in known:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            raise ConfigError(f"`report_to`: unknown logger {name!r}"
+                              + (f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"))
+
+
+def use_bf16(config: TrainConfig) -> bool:
+    return bf16_pays(default_device()) if config.bf16 == "auto" else bool(config.bf16)
+
+
+def training_arguments(config: TrainConfig, stage: str, num_processes: int, **stage_args: Any):
+    """The stage's TrainingArguments: l2v's settings under their trainer names, then the pass-through ones.
+
+    Each process takes ``global_batch_size / processes`` items of one global batch (accelerate's
+    ``split_batches``), so the data order and the gradients do not depend on the number of processes.
+    """
+    from transformers import HfArgumentParser
+
+    global_batch = config.global_batch(num_processes)
+    evaluating = stage_args.pop("evaluating", False)  # an evaluator was given
+    values = dict(
+        output_dir=config.output_dir, max_steps=config.max_steps, per_device_train_batch_size=global_batch,
+        gradient_accumulation_steps=config.gradient_accumulation_steps, learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay, lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup_steps,
+        max_grad_norm=config.max_grad_norm, seed=config.seed, data_seed=config.seed, bf16=use_bf16(config),
+        save_strategy="steps", save_steps=config.save_steps or config.max_steps,
+        save_total_limit=config.save_total_limit, disable_tqdm=not config.progress_bar, logging_steps=1,
+        report_to="none", dataloader_drop_last=True, remove_unused_columns=False,
+        accelerator_config={"split_batches": True},
+        eval_strategy="steps" if evaluating else "no",
+        eval_steps=(config.eval_steps or config.max_steps) if evaluating else None,
+    )
+    if not torch.cuda.is_available():
+        # The trainers take bf16 autocast on a CPU, and start gloo for several CPU processes, only when told.
+        values["use_cpu"] = True
+    values.update(stage_args)
+    values.update(config.trainer_args)
+    (args,) = HfArgumentParser(arguments_class(stage)).parse_dict(values)
+    return args
