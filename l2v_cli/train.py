@@ -115,9 +115,13 @@ def build_evaluator(config):
     built here, above both packages (tasks and data are resolved now: a bad name fails before the model loads)."""
     if not config.eval_tasks:
         return None
-    from l2v_eval.training_eval import MtebEvaluator
+    from l2v_core.training import ConfigError
+    from l2v_eval.training_eval import EvalTasksError, MtebEvaluator
 
-    return MtebEvaluator(config.eval_tasks, data_dir=config.eval_data_dir, name="")
+    try:
+        return MtebEvaluator(config.eval_tasks, data_dir=config.eval_data_dir, name="")
+    except EvalTasksError as err:  # a typo or a missing dataset: one line naming the key, before the model loads
+        raise ConfigError(f"eval_tasks: {err}") from None
 
 
 def report(argv: list[str]) -> int:
