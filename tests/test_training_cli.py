@@ -80,7 +80,10 @@ def test_eval_tasks_hand_l2v_eval_s_evaluator_to_the_trainer_and_report_plots_it
         asked.update(tasks=tasks, data_dir=data_dir)
         return EmbeddingSimilarityEvaluator(tiny.CORPUS[:4], tiny.CORPUS[4:8], [0.2, 0.9, 0.4, 0.6], name="toy")
 
-    monkeypatch.setitem(sys.modules, "l2v_eval.training_eval", types.SimpleNamespace(MtebEvaluator=evaluator))
+    from l2v_eval.training_eval import EvalTasksError
+
+    monkeypatch.setitem(sys.modules, "l2v_eval.training_eval",
+                        types.SimpleNamespace(MtebEvaluator=evaluator, EvalTasksError=EvalTasksError))
     out = tmp_path / "run"
     assert cli.main(["simcse", sample_path("simcse.json"), "--base_model", str(tiny_llama), "--output_dir", str(out),
                      "--max_steps", "2", "--eval_tasks", "l2v-mini", "--eval_steps", "1", *FEW]) == 0
@@ -102,3 +105,12 @@ def test_the_training_core_does_not_import_the_evaluation_package():
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "[]"
     assert "l2v_eval" not in "".join(p.read_text() for p in Path(cli.__file__).parents[1].glob("l2v_core/**/*.py"))
+
+
+def test_a_bad_eval_task_is_one_line_naming_the_key_before_training(tiny_llama, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["simcse", sample_path("simcse.json"), "--base_model", str(tiny_llama), "--output_dir", str(out),
+                     "--max_steps", "2", "--eval_tasks", "L2VMiniSTSS", *FEW]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: eval_tasks:") and "L2VMiniSTSS" in err and "Traceback" not in err
+    assert not (out / "adapter").exists()
