@@ -494,7 +494,7 @@ class Evaluation:
             encoder=self.encoder.model, model_name=self.identity["model"],
             model_revision=self.identity["model_revision"], data_dir=self.config.probe_data, layers=layers,
             batch_size=self.config.batch_size, cache_dir=self.config.output / "probes", seed=self.config.seed,
-            show_progress=self.config.show_progress,
+            device=self.spec.resolved_device(), show_progress=self.config.show_progress,
         )
         if not rows:
             raise RuntimeError(f"Probe task {name} returned no results")

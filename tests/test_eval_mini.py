@@ -255,3 +255,15 @@ def test_probe_tasks_dispatch_resume_and_report(tiny_llama, tmp_path):
                                    probe_data=missing))
     assert [o.status for o in broken.outcomes] == ["error", "ok"] and broken.exit_code == 1
     assert str(missing) in broken.outcomes[0].error
+
+
+def test_probe_tasks_run_on_the_device_asked_for(tiny_llama, tmp_path, monkeypatch):
+    """--device reaches the probes: on a machine that reports CUDA, device cpu keeps the word features and
+    the linear probes on the CPU (left to choose, the probes would move the model to CUDA)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    evaluation = Evaluation(config(tiny_llama, tmp_path / "out", tasks="probe-chunk", probe_layers=(1,), device="cpu"))
+    summary = evaluation.run()
+    assert summary.exit_code == 0, summary.format()
+    assert evaluation.encoder.model.device.type == "cpu"
