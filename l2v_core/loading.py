@@ -7,14 +7,15 @@ Hub cache, see :mod:`l2v_core.hub`), ``bundled`` (the SmolLM2-135M-Instruct GGUF
 ``*-mntp`` repositories) stands for its base model with the adapter merged; the base is named
 in its ``adapter_config.json``, and is resolved the same way.
 
-Files are checked before they are read: truncated ``.safetensors`` files and pickled
-``adapter_model.bin`` adapters are refused with the file named; transformers' load report is
-summarised in one log line; an adapter trained on another base model is flagged, and refused
-when the architectures differ.
+Files are checked before they are read (see :mod:`l2v_core.model_files`): truncated
+``.safetensors`` files and pickled ``adapter_model.bin`` adapters are refused with the file named;
+transformers' load report is summarised in one log line; an adapter trained on another base model
+is flagged, and refused when the architectures differ.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -27,17 +28,18 @@ import torch
 from .dtypes import DTYPE_NAMES, default_device, resolve_dtype
 from .errors import AdapterError, ModelLoadError
 from .hub import HubOptions, download_metadata, download_model, looks_like_hub_id, snapshot_of
+from .model_files import (LoadReport, adapter_config, check_adapter_files, check_gguf_file, check_weight_files,
+                          first_line, has_full_weights)
 
 __all__ = ["AdapterError", "ModelLoadError", "HubOptions", "ModelSource", "LoadReport", "BUNDLED", "BUNDLED_L2V",
-           "DTYPE_NAMES", "resolve_source", "resolve_adapter", "load_tokenizer", "load_base_model", "apply_adapter",
-           "merge_adapter", "saveable", "portable_reference", "looks_like_hub_id"]
+           "DTYPE_NAMES", "resolve_source", "with_weights", "resolve_adapter", "load_tokenizer", "load_base_model",
+           "apply_adapter", "merge_adapter", "saveable", "portable_reference", "looks_like_hub_id"]
 
 logger = logging.getLogger(__name__)
 
 BUNDLED = "bundled"
 BUNDLED_L2V = "bundled-l2v"
 BUNDLED_L2V_DIR = Path(__file__).resolve().parent / "adapters" / "bundled-l2v"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
 # config.json key set_bidirectional records on a model's config (saved with it).
 SAVED_DIRECTION_KEY = "l2v_bidirectional"
@@ -59,6 +61,17 @@ class ModelSource:
     @property
     def is_local(self) -> bool:
         return os.path.isdir(self.path)
+
+    @property
+    def on_hub(self) -> bool:
+        """Named by a Hub id: its files are the cache snapshot of ``repo_id`` at ``commit`` (a local path
+        that happens to lie in a cache snapshot is not)."""
+        return self.repo_id is not None and self.name == self.repo_id
+
+    @property
+    def location(self) -> str:
+        """The file or folder the name stands for on this machine: the ``.gguf`` file, else the folder."""
+        return os.path.join(self.path, self.gguf_file) if self.gguf_file else self.path
 
     @property
     def label(self) -> str:
@@ -142,6 +155,15 @@ def resolve_source(name, hub: HubOptions | None = None, *, what: str = "model", 
                        commit=cached[1] if cached else None, hub=hub)
 
 
+def with_weights(source: ModelSource, what: str = "model") -> ModelSource:
+    """``source`` with its weights on this machine: a Hub source resolved without them (``weights=False``)
+    gets them fetched at the commit it was resolved to, so the revision is not looked up again."""
+    if not source.on_hub:
+        return source
+    folder = download_model(source.repo_id, source.hub.at(source.commit), what)
+    return dataclasses.replace(source, path=folder)
+
+
 def resolve_adapter(name, hub: HubOptions | None = None) -> ModelSource:
     """A peft adapter (local folder or Hub id) whose files are present and safe to read."""
     source = resolve_source(name, hub, what="adapter")
@@ -170,24 +192,6 @@ def portable_reference(name: str | os.PathLike) -> str:
 
 
 # ---------------------------------------------------------------------------- reading what is there
-def has_full_weights(path: str) -> bool:
-    return any(os.path.exists(os.path.join(path, name)) for name in WEIGHT_FILES)
-
-
-def adapter_config(path: str) -> dict | None:
-    file = os.path.join(path, "adapter_config.json")
-    if not os.path.isfile(file):
-        return None
-    try:
-        with open(file) as f:
-            config = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise AdapterError(f"{file} is not valid JSON: {err}") from None
-    if not isinstance(config, dict):
-        raise AdapterError(f"{file} must hold a JSON object")
-    return config
-
-
 def adapter_base(path: str) -> str | None:
     """For a directory that holds only a peft adapter (the reference's MNTP checkpoints), the base model it names."""
     if has_full_weights(path):
@@ -258,67 +262,12 @@ def _normal_name(name: str) -> str:
     return name.lower() if looks_like_hub_id(name) else name
 
 
-# ---------------------------------------------------------------------------- file checks
-def check_safetensors(file: str, error: type[ModelLoadError] = ModelLoadError) -> None:
-    """Refuse a truncated or corrupt ``.safetensors`` file by reading its header only."""
-    size = os.path.getsize(file)
-    again = "download or copy it again"
-    with open(file, "rb") as f:
-        head = f.read(8)
-        length = int.from_bytes(head, "little") if len(head) == 8 else -1
-        if length < 2 or 8 + length > size:
-            raise error(f"{file} is truncated or is not a safetensors file ({size} bytes); {again}")
-        try:
-            header = json.loads(f.read(length))
-            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-        except (ValueError, TypeError, KeyError, IndexError):
-            raise error(f"{file} is not a valid safetensors file (unreadable header); {again}") from None
-    if 8 + length + end > size:
-        raise error(f"{file} is truncated: {size} bytes, but its header describes {8 + length + end}; {again}")
-
-
-def check_adapter_files(path: str) -> None:
-    if adapter_config(path) is None:
-        raise AdapterError(f"{path!r} holds no adapter_config.json; it is not a peft adapter")
-    safe = os.path.join(path, "adapter_model.safetensors")
-    pickled = os.path.join(path, "adapter_model.bin")
-    if os.path.isfile(safe):
-        check_safetensors(safe, AdapterError)
-    elif os.path.isfile(pickled):
-        raise AdapterError(
-            f"{pickled} is a pickled PyTorch file; l2v does not unpickle adapters (a pickle can run arbitrary code). "
-            f"Convert it to safetensors where you trust it: python -c \"import torch; from safetensors.torch import "
-            f"save_file; save_file(torch.load('{pickled}', weights_only=True), '{safe}')\""
-        )
-    else:
-        raise AdapterError(f"{path!r} has an adapter_config.json but no adapter_model.safetensors")
-
-
-def _check_gguf_file(source: ModelSource, err: BaseException) -> None:
-    """After a failed GGUF load: a cut file fails inside whatever transformers reads first (the tokenizer:
-    "cannot reshape array ..."), so name the file when gguf's own reader cannot read it either."""
-    if not source.gguf_file:
-        return
-    from gguf import GGUFReader
-
-    path = os.path.join(source.path, source.gguf_file)
-    try:
-        GGUFReader(path)
-    except Exception as check:  # the reader's errors (ValueError, struct.error, ...) all mean a damaged file
-        raise ModelLoadError(f"{path} is not a complete GGUF file ({os.path.getsize(path):,} bytes; "
-                             f"{_first_line(check)}): truncated or damaged, e.g. by an interrupted download; "
-                             "fetch it again") from err
-
-
-def _check_weight_files(source: ModelSource) -> None:
-    if source.gguf_file:
-        return
-    for name in sorted(os.listdir(source.path)):
-        if name.endswith(".safetensors"):
-            check_safetensors(os.path.join(source.path, name))
-
-
 # ---------------------------------------------------------------------------- loading
+def _check_gguf(source: ModelSource, err: BaseException) -> None:
+    if source.gguf_file:
+        check_gguf_file(os.path.join(source.path, source.gguf_file), err)
+
+
 def load_tokenizer(source: ModelSource | str, hub: HubOptions | None = None):
     """The tokenizer of a model; an adapter-only folder without tokenizer files uses its base's."""
     from transformers import AutoTokenizer
@@ -330,13 +279,8 @@ def load_tokenizer(source: ModelSource | str, hub: HubOptions | None = None):
     try:
         return AutoTokenizer.from_pretrained(source.path, **source.kwargs(), trust_remote_code=False)
     except Exception as err:  # transformers raises OSError/ValueError/... depending on what is missing
-        _check_gguf_file(source, err)
-        raise ModelLoadError(f"Could not load the tokenizer of {source.label} from {source.path}: {_first_line(err)}") from err
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+        _check_gguf(source, err)
+        raise ModelLoadError(f"Could not load the tokenizer of {source.label} from {source.path}: {first_line(err)}") from err
 
 
 @contextlib.contextmanager
@@ -379,44 +323,6 @@ def _target_device(device_map) -> torch.device:
         return default_device()
 
 
-@dataclass(frozen=True)
-class LoadReport:
-    """What transformers could not match between a checkpoint and the model class (its load report)."""
-
-    source: str
-    missing: tuple[str, ...] = ()
-    unexpected: tuple[str, ...] = ()
-    mismatched: tuple[tuple[str, tuple, tuple], ...] = ()
-
-    @classmethod
-    def of(cls, info: dict, model, source: ModelSource) -> "LoadReport":
-        unexpected = sorted(info.get("unexpected_keys") or ())
-        if model.get_output_embeddings() is None:
-            # A *ForCausalLM checkpoint loaded into the headless model: its LM head is left out by design.
-            unexpected = [k for k in unexpected if not k.startswith("lm_head.")]
-        mismatched = tuple(sorted((k, tuple(a), tuple(b)) for k, a, b in info.get("mismatched_keys") or ()))
-        return cls(source.label, tuple(sorted(info.get("missing_keys") or ())), tuple(unexpected), mismatched)
-
-    def newly_initialised(self, keys) -> list[str]:
-        fresh = set(self.missing) | {k for k, _, _ in self.mismatched}
-        return [k for k in keys if k in fresh]
-
-    def summary(self) -> str | None:
-        def some(keys) -> str:
-            return ", ".join(list(keys)[:4]) + (f", ... ({len(keys) - 4} more)" if len(keys) > 4 else "")
-
-        parts = []
-        if self.missing:
-            parts.append(f"{len(self.missing)} weight(s) missing from the checkpoint, initialised at random "
-                         f"({some(self.missing)})")
-        if self.unexpected:
-            parts.append(f"{len(self.unexpected)} checkpoint weight(s) unused ({some(self.unexpected)})")
-        if self.mismatched:
-            shapes = [f"{k} {a} in the checkpoint vs {b} in the model" for k, a, b in self.mismatched]
-            parts.append(f"{len(self.mismatched)} weight(s) of the wrong shape ({some(shapes)})")
-        return f"Loading {self.source}: " + "; ".join(parts) if parts else None
-
-
 def load_base_model(source: ModelSource | str, model_class=None, hub: HubOptions | None = None,
                     with_report: bool = False, _depth: int = 0, **model_kwargs):
     """Load the headless decoder (``AutoModel``, or ``model_class``) from any model name.
@@ -435,7 +341,8 @@ def load_base_model(source: ModelSource | str, model_class=None, hub: HubOptions
                                         **model_kwargs)
         model = merge_adapter(apply_adapter(model, source))
         return (model, report) if with_report else model
-    _check_weight_files(source)
+    if not source.gguf_file:
+        check_weight_files(source.path)
     model, report = _from_pretrained(source, model_class, normalize_model_kwargs(model_kwargs))
     return (model, report) if with_report else model
 
@@ -452,13 +359,13 @@ def _from_pretrained(source: ModelSource, model_class, kwargs: dict):
             model, info = model_class.from_pretrained(source.path, **source.kwargs(), **kwargs,
                                                       output_loading_info=True, ignore_mismatched_sizes=True)
     except (OSError, ValueError) as err:
-        _check_gguf_file(source, err)
-        raise ModelLoadError(f"Could not load the model {source.label} from {source.path}: {_first_line(err)}") from err
+        _check_gguf(source, err)
+        raise ModelLoadError(f"Could not load the model {source.label} from {source.path}: {first_line(err)}") from err
     except RuntimeError as err:
         if "loading state_dict" not in str(err):
             raise
-        raise ModelLoadError(f"The weights of {source.label} do not load: {_first_line(err)}") from err
-    report = LoadReport.of(info, model, source)
+        raise ModelLoadError(f"The weights of {source.label} do not load: {first_line(err)}") from err
+    report = LoadReport.of(info, model, source.label)
     line = report.summary()
     if report.mismatched and not accept_mismatch:
         raise ModelLoadError(f"{line}. The checkpoint and its config.json disagree: download or copy the model "
@@ -490,7 +397,7 @@ def apply_adapter(model, adapter, adapter_name: str = "default", is_trainable: b
     except Exception as err:  # size mismatch, target modules not found, unreadable weights, bad json
         raise AdapterError(
             f"The adapter {source.label} does not fit the base model {type(model).__name__} "
-            f"({model.config.model_type}, hidden size {getattr(model.config, 'hidden_size', '?')}): {_first_line(err)}"
+            f"({model.config.model_type}, hidden size {getattr(model.config, 'hidden_size', '?')}): {first_line(err)}"
         ) from err
 
 
