@@ -120,8 +120,9 @@ class LLM2Vec(torch.nn.Module):
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_pretrained(cls, base_model_name_or_path: str | os.PathLike,
-                        peft_model_name_or_path: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    def from_pretrained(cls, base_model_name_or_path: str | os.PathLike | loading.ModelSource,
+                        peft_model_name_or_path: str | os.PathLike | loading.ModelSource
+                        | Sequence[str | os.PathLike | loading.ModelSource] | None = None,
                         merge_peft: bool = False,
                         enable_bidirectional: bool | None = None, pooling_mode: str | None = None,
                         max_length: int | None = None, doc_max_length: int | None = None,
@@ -132,7 +133,8 @@ class LLM2Vec(torch.nn.Module):
 
         ``base_model_name_or_path``: an HF model dir or Hugging Face Hub id, a ``.gguf`` file, an
         l2v/llm2vec saved dir, a reference MNTP checkpoint (adapter-only dir or repository, merged
-        into the base it names), ``"bundled"`` or ``"bundled-l2v"``.
+        into the base it names), ``"bundled"`` or ``"bundled-l2v"``, or a name already resolved by
+        :func:`l2v_core.loading.resolve_source` (used as it is, not looked up again).
         ``peft_model_name_or_path``: one adapter (dir or Hub id) or a list applied in order (all but
         the last merged; the last merged too when ``merge_peft``).
         ``enable_bidirectional``: None keeps the direction the model was saved with (bidirectional
@@ -147,7 +149,8 @@ class LLM2Vec(torch.nn.Module):
         hub = loading.HubOptions.pop(model_kwargs)
         source = loading.resolve_source(base_model_name_or_path, hub)
         adapters = peft_model_name_or_path
-        adapters = [] if adapters is None else [adapters] if isinstance(adapters, (str, os.PathLike)) else list(adapters)
+        single = isinstance(adapters, (str, os.PathLike, loading.ModelSource))
+        adapters = [] if adapters is None else [adapters] if single else list(adapters)
         revisions = _per_adapter(peft_revision, len(adapters))
         adapters = [loading.resolve_adapter(a, hub.at(rev)) for a, rev in zip(adapters, revisions)]
 

@@ -137,10 +137,10 @@ class EvalConfig:
                                      "run. Choose a folder outside it")
 
     def model_spec(self) -> ModelSpec:
-        return ModelSpec(self.model, peft=self.peft, pooling=self.pooling, max_length=self.max_length,
-                         device=self.device, dtype=self.dtype, name=self.name,
-                         instructions=load_instructions(self.instructions), causal=self.causal,
-                         hub_revision=self.revision)
+        """The model these settings name, resolved now (where a Hub model is looked up)."""
+        return ModelSpec.resolve(self.model, peft=self.peft, hub_revision=self.revision, pooling=self.pooling,
+                                 max_length=self.max_length, device=self.device, dtype=self.dtype, name=self.name,
+                                 instructions=load_instructions(self.instructions), causal=self.causal)
 
 
 @dataclass

@@ -9,6 +9,10 @@ offline), an LLM2Vec entry of mteb's model registry (its base and adapters, see
 ``modules.json``, with a module type from ``l2v_core.``; those load through
 :class:`l2v_core.LLM2Vec`, plain sentence-transformers models through ``SentenceTransformer``.
 
+Names become files in one place, :func:`l2v_core.loading.resolve_source`: :meth:`ModelSpec.resolve`
+looks the model and its adapters up there once (the only step that may reach the Hub), and the
+spec keeps the resolved sources, which :meth:`ModelSpec.load` loads without looking them up again.
+
 The identity (mteb ``ModelMeta`` name + revision) is known before the model is loaded (content
 digests of local models' files, each read once and remembered, the commit of Hub models, the
 registry's revision of registry entries), so finished work can be skipped before paying for a load.
@@ -30,6 +34,8 @@ from mteb.models.model_meta import ModelMeta, ScoringFunction
 from l2v_core import hub, loading
 from l2v_core.dtypes import DTYPE_NAMES, dtype_name, resolve_dtype
 from l2v_core.errors import HubUnreachableError, ModelLoadError, NotCachedError, NotOnHubError
+from l2v_core.loading import ModelSource
+from l2v_core.model_files import adapter_config
 from l2v_core.pooling import check_pooling_mode
 
 from . import model_facts
@@ -37,8 +43,6 @@ from .registry import RegistryModel, registry_model
 from .tasks.instructions import Instructions, load_instructions
 
 logger = logging.getLogger(__name__)
-
-DTYPES = DTYPE_NAMES
 
 
 class ModelSpecError(ValueError):
@@ -49,72 +53,61 @@ class ModelLoadFailed(RuntimeError):
     """The model could not be loaded; no task can run, so the evaluation stops."""
 
 
-def detect_kind(path: str) -> str:
-    """``sentence-transformers`` for a plain ST directory, ``l2v`` for l2v's converted
-    directories, ``gguf`` for a GGUF file, ``hf`` for anything LLM2Vec loads itself (an HF
-    decoder directory, an llm2vec directory, an adapter-only MNTP checkpoint or a Hub id)."""
-    p = Path(path)
-    if str(path).endswith(".gguf"):
-        if not p.is_file():
-            raise ModelSpecError(f"GGUF file not found: {str(path)!r}")
+def detect_kind(location: str) -> str:
+    """What a resolved model's file or folder holds: ``gguf`` for a GGUF file, ``l2v`` for l2v's converted
+    directories, ``sentence-transformers`` for a plain ST directory, ``hf`` for anything LLM2Vec loads itself
+    (an HF decoder directory, an llm2vec directory, an adapter-only MNTP checkpoint)."""
+    if str(location).endswith(".gguf"):
         return "gguf"
-    if not p.exists():
-        if hub.looks_like_hub_id(str(path)):
-            return "hf"
-        raise ModelSpecError(f"Model path does not exist: {str(path)!r}")
-    if not p.is_dir():
-        raise ModelSpecError(f"Model path must be a directory or a .gguf file: {str(path)!r}")
-    modules = p / "modules.json"
-    if modules.is_file():
-        try:
-            entries = json.loads(modules.read_text())
-        except json.JSONDecodeError as err:
-            raise ModelSpecError(f"{modules} is not valid JSON: {err}") from None
-        if not isinstance(entries, list) or not all(isinstance(m, dict) for m in entries):
-            raise ModelSpecError(f"{modules} must hold a list of module entries")
-        if any(str(m.get("type", "")).startswith("l2v_core.") for m in entries):
-            return "l2v"
-        return "sentence-transformers"
-    return "hf"
-
-
-@dataclass(frozen=True)
-class Located:
-    """A model or adapter name with the local file or folder it was found at (for a Hub id: the
-    cache snapshot of its configs, ``commit`` its commit)."""
-
-    name: str
-    local: str
-    commit: str | None = None
-
-    @property
-    def on_hub(self) -> bool:
-        return self.commit is not None
-
-
-def locate(name: str, revision: str | None = None, what: str = "model") -> Located:
-    """Find ``name`` without loading weights: local paths as they are, Hub ids by fetching their
-    configs (or finding them in the cache offline). One-line :class:`ModelSpecError` otherwise."""
+    modules = Path(location) / "modules.json"
+    if not modules.is_file():
+        return "hf"
     try:
-        path = loading.local_path(name, what)
-        if path is not None:
-            return Located(name, path)
-        folder = hub.download_metadata(name, hub.HubOptions(revision=revision), what)
+        entries = json.loads(modules.read_text())
+    except json.JSONDecodeError as err:
+        raise ModelSpecError(f"{modules} is not valid JSON: {err}") from None
+    if not isinstance(entries, list) or not all(isinstance(m, dict) for m in entries):
+        raise ModelSpecError(f"{modules} must hold a list of module entries")
+    if any(str(m.get("type", "")).startswith("l2v_core.") for m in entries):
+        return "l2v"
+    return "sentence-transformers"
+
+
+def check_model_settings(*, pooling: str | None = None, max_length: int | None = None, dtype: str | None = None,
+                         name: str | None = None) -> None:
+    """Refuse settings no model accepts, before anything is looked up or loaded."""
+    if pooling is not None:
+        try:
+            check_pooling_mode(pooling)
+        except ValueError as err:
+            raise ModelSpecError(str(err)) from None
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+        raise ModelSpecError(f"max_length must be a positive integer, got {max_length!r}")
+    if dtype is not None and dtype not in DTYPE_NAMES:
+        raise ModelSpecError(f"Unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_NAMES)}")
+    if name is not None and "/" not in name:
+        raise ModelSpecError(f"A model name must look like 'organization/name', got {name!r}")
+
+
+def _resolve(name: str, revision: str | None = None, what: str = "model") -> ModelSource:
+    """``name`` resolved by l2v_core without its weights (local paths as they are, Hub ids by fetching their
+    configs, or from the cache offline); l2v_core's one-line error as a :class:`ModelSpecError`."""
+    try:
+        return loading.resolve_source(name, hub.HubOptions(revision=revision), what=what, weights=False)
     except ModelLoadError as err:
         raise ModelSpecError(str(err)) from err
-    return Located(name, folder, os.path.basename(folder))
 
 
-def _locate_registry_adapter(entry: RegistryModel, adapter: str) -> Located:
+def _resolve_registry_adapter(entry: RegistryModel, adapter: str) -> ModelSource:
     """A registry adapter at the registry's revision; where the Hub (or the offline cache) has no such
     revision of it, its default branch, with a warning (results still go under the registry revision,
     as mteb files them)."""
+    from huggingface_hub.errors import RevisionNotFoundError
+
     revision = entry.adapter_revision if adapter == entry.name else None
     try:
-        return locate(adapter, revision, "adapter")
+        return _resolve(adapter, revision, "adapter")
     except ModelSpecError as err:
-        from huggingface_hub.errors import RevisionNotFoundError
-
         cause = err.__cause__
         unavailable = isinstance(cause, (NotCachedError, HubUnreachableError)) or (
             isinstance(cause, NotOnHubError) and isinstance(cause.__cause__, RevisionNotFoundError))
@@ -125,10 +118,10 @@ def _locate_registry_adapter(entry: RegistryModel, adapter: str) -> Located:
             type(cause), "the Hub has no such revision")
         logger.warning("%s: mteb's registry revision %s of %s is not available (%s); using its default branch",
                        entry.name, revision, adapter, why)
-        return locate(adapter, None, "adapter")
+        return _resolve(adapter, None, "adapter")
 
 
-def _fingerprint(parts: list[Located]) -> str:
+def _fingerprint(parts: list[ModelSource]) -> str:
     """Hash of the names and contents (sha256) of every file of local parts, and of the commits of
     Hub parts.
 
@@ -143,7 +136,7 @@ def _fingerprint(parts: list[Located]) -> str:
         if part.on_hub:
             h.update(f"hub:{part.name}@{part.commit}\n".encode())
             continue
-        p = Path(part.local)
+        p = Path(part.location)
         files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and ".cache" not in f.parts)
         for f in files:
             rel = f.name if p.is_file() else str(f.relative_to(p))
@@ -154,13 +147,13 @@ def _fingerprint(parts: list[Located]) -> str:
 _GENERIC_DIR_NAMES = {"model", "models", "final", "output", "outputs", "merged", "encoder", "adapter"}
 
 
-def _display_name(part: Located) -> str:
+def _display_name(part: ModelSource) -> str:
     """A Hub repository's name; else the file stem or directory name (a generic one such as ``model``
     or ``final`` gets its parent's name too)."""
     if part.on_hub:
         return part.name.rsplit("/", 1)[-1]
-    p = Path(part.local).resolve()
-    name = p.stem if p.suffix == ".gguf" else (p.name or part.local)
+    p = Path(part.location).resolve()
+    name = p.stem if p.suffix == ".gguf" else (p.name or part.location)
     if name.lower() in _GENERIC_DIR_NAMES and p.parent.name:
         name = f"{p.parent.name}-{name}"
     return name
@@ -170,11 +163,16 @@ def _display_name(part: Located) -> str:
 class ModelSpec:
     """Everything that decides which vectors a model produces, validated up front.
 
-    ``path`` is any model name (see the module doc); ``hub_revision`` the branch, tag or commit of
-    a Hub model; ``causal`` keeps causal attention (else the direction the model was saved with).
+    ``path`` is the model name as given (see the module doc) and ``peft`` the adapter names as given;
+    ``base`` and ``adapters`` are what l2v_core resolved them to (build a spec with :meth:`resolve`;
+    the constructor reads local files only). ``causal`` keeps causal attention (else the direction the
+    model was saved with).
     """
 
     path: str
+    base: ModelSource
+    adapters: tuple[ModelSource, ...] = ()
+    registry: RegistryModel | None = None
     peft: tuple[str, ...] = ()
     pooling: str | None = None
     max_length: int | None = None
@@ -183,27 +181,32 @@ class ModelSpec:
     name: str | None = None
     instructions: Instructions = field(default_factory=lambda: load_instructions("default"))
     causal: bool = False
-    hub_revision: str | None = None
+
+    @classmethod
+    def resolve(cls, path: str | os.PathLike, peft: tuple[str | os.PathLike, ...] = (), *,
+                hub_revision: str | None = None, **settings: Any) -> "ModelSpec":
+        """The spec of model ``path`` (at ``hub_revision``, a branch, tag or commit of a Hub model) with the
+        ``peft`` adapters: the names are looked up once, here (a registry entry: its base and adapters)."""
+        path, peft = os.fspath(path), tuple(os.fspath(a) for a in peft)
+        check_model_settings(**{k: settings.get(k) for k in ("pooling", "max_length", "dtype", "name")})
+        entry = None if os.path.exists(path) or not hub.looks_like_hub_id(path) else registry_model(path)
+        if entry is None:
+            base = _resolve(path, hub_revision)
+            adapters = tuple(_resolve(a, None, "adapter") for a in peft)
+        elif peft:
+            raise ModelSpecError(f"{path!r} is mteb's registry entry for {entry.base} + {', '.join(entry.adapters)}; "
+                                 f"--peft cannot be added to it (give --model {entry.base} and every --peft instead)")
+        else:
+            base = _resolve(entry.base)
+            adapters = tuple(_resolve_registry_adapter(entry, a) for a in entry.adapters)
+        return cls(path, base, adapters, registry=entry, peft=peft, **settings)
 
     def __post_init__(self) -> None:
-        self.path = os.fspath(self.path)
-        self.peft = tuple(os.fspath(a) for a in self.peft)
-        self._check_settings()
-        exists = os.path.exists(self.path)
-        self.registry = None if exists or not hub.looks_like_hub_id(self.path) else registry_model(self.path)
-        if self.registry is not None:
-            if self.peft:
-                raise ModelSpecError(f"{self.path!r} is mteb's registry entry for {self.registry.base} + "
-                                     f"{', '.join(self.registry.adapters)}; --peft cannot be added to it (give "
-                                     f"--model {self.registry.base} and every --peft instead)")
-            self.base = locate(self.registry.base, None)
-            self.adapters = tuple(_locate_registry_adapter(self.registry, a) for a in self.registry.adapters)
-        else:
-            self.base = locate(self.path, self.hub_revision)
-            self.adapters = tuple(locate(a, None, "adapter") for a in self.peft)
-        self.kind = detect_kind(self.base.local)
+        self.adapters, self.peft = tuple(self.adapters), tuple(self.peft)
+        check_model_settings(pooling=self.pooling, max_length=self.max_length, dtype=self.dtype, name=self.name)
+        self.kind = detect_kind(self.base.location)
         for adapter in self.adapters:
-            if not (Path(adapter.local) / "adapter_config.json").is_file():
+            if adapter.gguf_file or adapter_config(adapter.path) is None:
                 raise ModelSpecError(f"--peft {adapter.name!r} is not a peft adapter directory (no adapter_config.json)")
         if self.kind == "sentence-transformers" and (self.adapters or self.pooling or self.causal):
             raise ModelSpecError(f"{self.path!r} is a sentence-transformers model; --peft, --pooling and --causal "
@@ -215,19 +218,6 @@ class ModelSpec:
             self._revision = self.base.commit
         else:
             self._revision = _fingerprint([self.base, *self.adapters])
-
-    def _check_settings(self) -> None:
-        if self.pooling is not None:
-            try:
-                check_pooling_mode(self.pooling)
-            except ValueError as err:
-                raise ModelSpecError(str(err)) from None
-        if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 1):
-            raise ModelSpecError(f"max_length must be a positive integer, got {self.max_length!r}")
-        if self.dtype is not None and self.dtype not in DTYPES:
-            raise ModelSpecError(f"Unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
-        if self.name is not None and "/" not in self.name:
-            raise ModelSpecError(f"A model name must look like 'organization/name', got {self.name!r}")
 
     # ------------------------------------------------------------------ identity
     @property
@@ -274,7 +264,7 @@ class ModelSpec:
                                                          "use_instructions": self.instructions.label != "none"})
         similarity = ScoringFunction.COSINE
         if self.kind == "sentence-transformers":
-            config = Path(self.base.local) / "config_sentence_transformers.json"
+            config = Path(self.base.location) / "config_sentence_transformers.json"
             if config.is_file():
                 saved = json.loads(config.read_text()).get("similarity_fn_name")
                 similarity = ScoringFunction(saved) if saved else similarity
@@ -291,8 +281,8 @@ class ModelSpec:
                 "max_tokens": self.max_length,
                 "experiment_kwargs": self.experiment_kwargs,
                 "modalities": ["text"],
-                **model_facts.file_facts(self.base.local, [a.local for a in self.adapters], self.max_length),
-                **model_facts.lineage(self.base.name, self.base.local, adapters),
+                **model_facts.file_facts(self.base.location, [a.location for a in self.adapters], self.max_length),
+                **model_facts.lineage(self.base.name, self.base.location, adapters),
             }
         )
 
@@ -314,23 +304,23 @@ class ModelSpec:
         return dtype_name(self.torch_dtype())
 
     def load(self):
-        """The loaded model: an ``l2v_core.LLM2Vec`` or a ``SentenceTransformer``."""
+        """The loaded model: an ``l2v_core.LLM2Vec`` or a ``SentenceTransformer``, from the resolved sources
+        (a Hub model's weights are fetched at the commit it was resolved to)."""
         device = self.resolved_device()
         if self.kind == "sentence-transformers":
             from sentence_transformers import SentenceTransformer
 
-            kwargs = {"model_kwargs": {"dtype": self.torch_dtype()}}
-            if self.base.on_hub:
-                kwargs["revision"] = self.base.commit
-            return SentenceTransformer(self.base.name if self.base.on_hub else self.base.local, device=device,
-                                       trust_remote_code=False, **kwargs)
+            # sentence-transformers knows which files its modules read, so it fetches them itself: a Hub model
+            # by its id pinned to the resolved commit, a local one from its folder.
+            where = {"model_name_or_path": self.base.repo_id, "revision": self.base.commit} if self.base.on_hub \
+                else {"model_name_or_path": self.base.path}
+            return SentenceTransformer(**where, device=device, trust_remote_code=False,
+                                       model_kwargs={"dtype": self.torch_dtype()})
         from l2v_core import LLM2Vec
 
         model = LLM2Vec.from_pretrained(
-            self.base.name,
-            peft_model_name_or_path=[a.name for a in self.adapters] or None,
-            revision=self.base.commit,
-            peft_revision=[a.commit for a in self.adapters],
+            loading.with_weights(self.base),
+            peft_model_name_or_path=[loading.with_weights(a, "adapter") for a in self.adapters] or None,
             enable_bidirectional=False if self.causal else None,
             pooling_mode=self.pooling,
             max_length=self.max_length,

@@ -45,7 +45,7 @@ def check_query_vectors(converted, task) -> None:
     from l2v_core import load_sentence_transformer
 
     queries = retrieval_queries(task)
-    encoder = L2VEncoder(ModelSpec(str(converted), instructions=load_instructions("default")), show_progress_bar=False)
+    encoder = L2VEncoder(ModelSpec.resolve(str(converted), instructions=load_instructions("default")), show_progress_bar=False)
     ours = encoder.encode([{"text": queries}], task_metadata=task.metadata, hf_split="test", hf_subset="default",
                           prompt_type=PromptType.query)
     st = load_sentence_transformer(converted)

@@ -79,7 +79,7 @@ def test_cache_key_and_experiment_hold_the_resolved_dtype(tiny_llama, cpu_bf16):
     from l2v_eval.model import ModelSpec
 
     def spec(**kwargs):
-        return ModelSpec(str(tiny_llama), device="cpu", **kwargs)
+        return ModelSpec.resolve(str(tiny_llama), device="cpu", **kwargs)
 
     cpu_bf16(True)
     auto = spec(dtype="auto")

@@ -85,7 +85,7 @@ def test_store_plugs_into_mtebs_own_wrapper(tiny_llama, tmp_path):
     from l2v_eval.model import L2VEncoder
 
     assert isinstance(ChunkStore(tmp_path / "p"), CacheBackendProtocol)
-    encoder = L2VEncoder(ModelSpec(str(tiny_llama)), batch_size=16, show_progress_bar=False)
+    encoder = L2VEncoder(ModelSpec.resolve(str(tiny_llama)), batch_size=16, show_progress_bar=False)
     calls = []
     encode = encoder.encode
     encoder.encode = lambda inputs, **kw: calls.append(len(inputs.dataset)) or encode(inputs, **kw)
@@ -253,7 +253,7 @@ def test_causal_and_bidirectional_runs_never_share_vectors(tiny_llama):
     from l2v_eval.embedding_cache import encoder_settings
 
     def settings(**kwargs):
-        spec = ModelSpec(str(tiny_llama), **kwargs)
+        spec = ModelSpec.resolve(str(tiny_llama), **kwargs)
         return encoder_settings(SimpleNamespace(mteb_model_meta=spec.model_meta(), spec=spec))
 
     assert settings(causal=True) != settings() == settings(causal=False)

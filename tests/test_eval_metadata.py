@@ -50,7 +50,7 @@ def test_model_meta_is_filled_from_the_model(run, tiny_llama, adapter):
 
 
 def test_model_meta_before_loading_reads_only_files(tiny_llama):
-    spec = ModelSpec(str(tiny_llama))
+    spec = ModelSpec.resolve(str(tiny_llama))
     meta = spec.model_meta()  # nothing loaded: config.json and the safetensors headers
     encoder = LLM2Vec.from_pretrained(str(tiny_llama))
     params = list(encoder.model.parameters())

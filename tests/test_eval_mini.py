@@ -205,7 +205,7 @@ def test_instruction_modes_and_their_result_folders(tiny_llama, tmp_path):
     with pytest.raises(ValueError, match="default"):
         load_instructions("paper")
 
-    experiments = {mode: ModelSpec(str(tiny_llama), instructions=load_instructions(mode)).experiment
+    experiments = {mode: ModelSpec.resolve(str(tiny_llama), instructions=load_instructions(mode)).experiment
                    for mode in ("default", "none", str(path))}
     assert experiments["default"] == "" and experiments["none"] == "instructions_none"
     assert experiments[str(path)].startswith("instructions_file-")

@@ -94,33 +94,33 @@ def test_peft_adapter_on_a_base_model(tiny_llama, tmp_path):
 def test_identity_separates_local_models(tmp_path):
     first = tiny.make_model_dir(tmp_path / "a", seed=0, name="same-name")
     second = tiny.make_model_dir(tmp_path / "b", seed=1, name="same-name")
-    one, two = ModelSpec(str(first)), ModelSpec(str(second))
+    one, two = ModelSpec.resolve(str(first)), ModelSpec.resolve(str(second))
     assert one.model_name == two.model_name == "local/same-name"
     assert one.revision != two.revision
-    assert ModelSpec(str(first)).revision == one.revision  # stable while nothing changes
+    assert ModelSpec.resolve(str(first)).revision == one.revision  # stable while nothing changes
     weights = next(Path(first).glob("*.safetensors"))
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
-    assert ModelSpec(str(first)).revision == one.revision  # touched, same bytes: the revision follows the contents
+    assert ModelSpec.resolve(str(first)).revision == one.revision  # touched, same bytes: the revision follows the contents
     shutil.copyfile(next(Path(second).glob("*.safetensors")), weights)
-    assert ModelSpec(str(first)).revision != one.revision  # rewritten weights, new revision
+    assert ModelSpec.resolve(str(first)).revision != one.revision  # rewritten weights, new revision
     meta = one.model_meta()
     assert meta.name == "local/same-name" and meta.revision == one.revision and meta.experiment_kwargs is None
-    assert ModelSpec(str(first), pooling="eos_token", max_length=64).experiment == "max_length_64__pooling_eos_token"
-    assert ModelSpec(str(first), name="me/encoder").model_name == "me/encoder"
+    assert ModelSpec.resolve(str(first), pooling="eos_token", max_length=64).experiment == "max_length_64__pooling_eos_token"
+    assert ModelSpec.resolve(str(first), name="me/encoder").model_name == "me/encoder"
 
 
 def test_bad_model_arguments_are_refused(tiny_llama, tmp_path):
     with pytest.raises(ModelSpecError, match="does not exist"):
-        ModelSpec(str(tmp_path / "nowhere"))
+        ModelSpec.resolve(str(tmp_path / "nowhere"))
     with pytest.raises(ModelSpecError, match="GGUF file not found"):
-        ModelSpec(str(tmp_path / "missing.gguf"))
+        ModelSpec.resolve(str(tmp_path / "missing.gguf"))
     with pytest.raises(ModelSpecError, match="sentence-transformers"):
-        ModelSpec(minilm_dir(), pooling="mean")
+        ModelSpec.resolve(minilm_dir(), pooling="mean")
     with pytest.raises(ModelSpecError, match="not a peft adapter"):
-        ModelSpec(str(tiny_llama), peft=(str(tiny_llama),))
+        ModelSpec.resolve(str(tiny_llama), peft=(str(tiny_llama),))
     with pytest.raises(ModelSpecError, match="Unknown pooling"):
-        ModelSpec(str(tiny_llama), pooling="max")
+        ModelSpec.resolve(str(tiny_llama), pooling="max")
     with pytest.raises(ModelSpecError, match="organization/name"):
-        ModelSpec(str(tiny_llama), name="plain")
+        ModelSpec.resolve(str(tiny_llama), name="plain")
     with pytest.raises(ValueError, match="batch_size"):
         EvalConfig(model=str(tiny_llama), tasks="l2v-mini", batch_size=0)
