@@ -207,7 +207,8 @@ class ModelSpec:
         self.kind = detect_kind(self.base.location)
         for adapter in self.adapters:
             if adapter.gguf_file or adapter_config(adapter.path) is None:
-                raise ModelSpecError(f"--peft {adapter.name!r} is not a peft adapter directory (no adapter_config.json)")
+                raise ModelSpecError(f"--peft {adapter.name!r} is not a peft adapter directory "
+                                     "(no adapter_config.json)")
         if self.kind == "sentence-transformers" and (self.adapters or self.pooling or self.causal):
             raise ModelSpecError(f"{self.path!r} is a sentence-transformers model; --peft, --pooling and --causal "
                                  "apply only to decoder models")
