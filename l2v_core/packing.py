@@ -16,6 +16,8 @@ import torch
 
 # Attention backends that run a packed sequence without a dense (T x T) mask.
 VARLEN_BACKENDS = ("flash_attention_2", "flash_attention_3", "flex_attention")
+# Every attention backend (transformers' attn_implementation) l2v runs bidirectionally, packed or padded.
+ATTENTION_BACKENDS = ("eager", "sdpa", *VARLEN_BACKENDS)
 
 # Cost model of the padded-path planner, in "tokens of compute" (one token of a row of the given length).
 # The fixed cost of one forward pass (Python, kernel launches, mask building), measured on the SmolLM2-135M

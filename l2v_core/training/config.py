@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from ..dtypes import DTYPE_NAMES as DTYPES
+from ..packing import ATTENTION_BACKENDS as ATTENTION
 from ..pooling import POOLING_MODES
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial",
               "inverse_sqrt")
-ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 REQUIRED_KEYS = ("base_model", "train_file", "output_dir")
 # Keys whose relative values name files or folders.
 PATH_KEYS = ("base_model", "train_file", "output_dir", "mntp_adapter", "eval_data_dir")
