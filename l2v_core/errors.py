@@ -20,3 +20,9 @@ class NotCachedError(ModelLoadError):
 
 class NotOnHubError(ModelLoadError):
     """The repository or revision does not exist on the Hub (or is private / gated)."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (its type where it has none), for one-line errors."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .errors import HubUnreachableError, ModelLoadError, NotCachedError, NotOnHubError
+from .errors import HubUnreachableError, ModelLoadError, NotCachedError, NotOnHubError, first_line
 
 METADATA_PATTERNS = ["*.json", "*.model", "*.tiktoken", "tokenizer*", "vocab.txt", "merges.txt"]
 SAFETENSORS_PATTERNS = ["model.safetensors", "model-*-of-*.safetensors", "adapter_model.safetensors",
@@ -181,17 +181,12 @@ def explain(err: BaseException, repo_id: str, options: HubOptions, what: str = "
                                   f"`hf download {repo_id}` (into HF_HOME), or go online")
         cause = err.__cause__ or err
         return HubUnreachableError(f"The Hugging Face Hub could not be reached ({type(cause).__name__}: "
-                                   f"{_first_line(cause)}) and the {name} is not in the local cache ({cache}); "
+                                   f"{first_line(cause)}) and the {name} is not in the local cache ({cache}); "
                                    "check the network / proxy / HF_ENDPOINT, or download it on a connected machine "
                                    f"(`hf download {repo_id}`) and set HF_HUB_OFFLINE=1")
     if isinstance(err, HfHubHTTPError):
-        return HubUnreachableError(f"The Hugging Face Hub refused the request for the {name}: {_first_line(err)}")
+        return HubUnreachableError(f"The Hugging Face Hub refused the request for the {name}: {first_line(err)}")
     return None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 @contextlib.contextmanager

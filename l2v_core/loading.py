@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 
 from .dtypes import DTYPE_NAMES, default_device, resolve_dtype
-from .errors import AdapterError, ModelLoadError
+from .errors import AdapterError, ModelLoadError, first_line
 from .hub import HubOptions, download_metadata, download_model, looks_like_hub_id, snapshot_of
 from .model_files import (LoadReport, adapter_config, check_adapter_files, check_gguf_file, check_weight_files,
-                          first_line, has_full_weights)
+                          has_full_weights)
 
 __all__ = ["AdapterError", "ModelLoadError", "HubOptions", "ModelSource", "LoadReport", "BUNDLED", "BUNDLED_L2V",
            "DTYPE_NAMES", "resolve_source", "with_weights", "resolve_adapter", "load_tokenizer", "load_base_model",

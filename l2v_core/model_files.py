@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from .errors import AdapterError, ModelLoadError
+from .errors import AdapterError, ModelLoadError, first_line
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -86,12 +86,6 @@ def check_weight_files(folder: str) -> None:
     for name in sorted(os.listdir(folder)):
         if name.endswith(".safetensors"):
             check_safetensors(os.path.join(folder, name))
-
-
-def first_line(err: BaseException) -> str:
-    """The first line of an error's message (its type where it has none), for one-line errors."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 @dataclass(frozen=True)
