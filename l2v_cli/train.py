@@ -154,12 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_stage_parser(stage).parse_args(head + flags)
     from l2v_core.loading import ModelLoadError
     from l2v_core.training import CheckpointError, ConfigError, DataError, load_config, train
+    from l2v_eval.tasks.bundled import suite_data_roots
 
     try:
         overrides = parse_overrides(rest)
         if args.merge:
             overrides["merge_output"] = True
-        config = load_config(stage, args.config, overrides)
+        config = load_config(stage, args.config, overrides, data_roots=suite_data_roots())
         with warnings.catch_warnings():
             # transformers deprecated a property that peft and accelerate still read; nothing for a user to change.
             warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)

@@ -36,10 +36,12 @@ CONTRASTIVE = ("MultipleNegativesRankingLoss", "CachedMultipleNegativesRankingLo
 
 
 def load_encoder(config: ContrastiveConfig) -> LLM2Vec:
-    """The encoder to train: base (+ merged MNTP adapter), bidirectional, dropout set, fresh LoRA."""
+    """The encoder to train: base (+ merged MNTP adapter), bidirectional, dropout set, fresh LoRA.
+    Its ``max_length`` is its own (the base's, else 512): the length it is evaluated and saved with;
+    training cuts texts at ``config.max_length`` (see :func:`train_contrastive`)."""
     encoder = LLM2Vec.from_pretrained(config.base_model, peft_model_name_or_path=config.mntp_adapter, merge_peft=True,
                                       enable_bidirectional=True, pooling_mode=config.pooling_mode,
-                                      max_length=config.max_length, **model_kwargs(config))
+                                      **model_kwargs(config))
     model = trainable_copy(encoder.model)
     make_bidirectional(model)
     set_attention_dropout(model, config.attention_dropout)
@@ -54,7 +56,7 @@ def load_encoder(config: ContrastiveConfig) -> LLM2Vec:
 def build_loss(model, config: ContrastiveConfig):
     """The contrastive loss (GradCache form with ``gradcache_chunk_size``), wrapped by ``loss`` when that names a
     wrapping loss (one taking ``loss=``, such as MatryoshkaLoss), or ``loss`` itself."""
-    from sentence_transformers import losses
+    from sentence_transformers.sentence_transformer import losses
 
     names = [n for n in dir(losses) if n.endswith("Loss") and inspect.isclass(getattr(losses, n))]
     if config.loss not in names:
@@ -136,15 +138,18 @@ def train_contrastive(config: ContrastiveConfig, evaluator=None, callbacks=()) -
         write_run_record(config, out, world)
     set_seed(config.seed)  # the fresh LoRA is drawn from the seed, not from whatever ran before
     encoder = load_encoder(config)
+    # Training batches are cut at the training length; evaluation and the saved encoder use the encoder's own.
+    own_length, encoder.max_length = encoder.max_length, config.max_length
     model = SentenceTransformer(modules=[LLM2VecModule(encoder)])
     args = training_arguments(config, config.stage, world, prompts=prompts, batch_sampler="batch_sampler",
                               multi_dataset_batch_sampler="proportional", evaluating=evaluator is not None)
-    wrapped = RngPreserving(evaluator) if evaluator is not None else None
+    wrapped = RngPreserving(evaluator, encoder, own_length) if evaluator is not None else None
     metrics = MetricsCallback(out / METRICS, int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0, wrapped)
     trainer = Trainer(model=model, args=args, train_dataset=dataset, loss=build_loss(model, config),
                       evaluator=wrapped, callbacks=[metrics, *callbacks])
     trainer.peft_model = encoder.model
     fit(trainer, config, resume_from)
+    encoder.max_length = own_length
     written: dict[str, str | None] = {"adapter_dir": str(out / "adapter"), "merged_dir": None}
     if trainer.is_world_process_zero():
         written = save_contrastive(encoder, model, config)
