@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sentence_transformers.evaluation import SentenceEvaluator
+from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 from transformers import TrainerCallback
 
 from ..files import atomic_write, write_json
