@@ -63,25 +63,17 @@ def encoder_settings(encoder) -> dict[str, Any]:
     return settings
 
 
-def sentence_transformer_prompt(folder: str, task_metadata, prompt_type: PromptType | None) -> str:
-    """The prompt a sentence-transformers model saved in ``folder`` gets for a task under mteb's wrapper,
-    read from its config without loading it: mteb looks the prompt up among the model's prompts (those whose
-    keys mteb accepts) by task and type; where none matches, sentence-transformers picks (``encode_query``:
-    ``query``; ``encode_document``: ``document``, ``passage``, ``corpus``; else the default prompt)."""
+def sentence_transformer_prompts(folder: str) -> tuple[dict[str, str], dict[str, str], str | None]:
+    """The prompts of the sentence-transformers model saved in ``folder``, read from its config without
+    loading it: (all of them, those whose keys mteb's wrapper accepts, the default prompt's name).
+    A sentence-transformers model always has ``query`` and ``document`` prompts (empty unless saved)."""
     config = Path(folder) / "config_sentence_transformers.json"
     saved = json.loads(config.read_text()) if config.is_file() else {}
-    # A sentence-transformers model always has "query" and "document" prompts (empty unless saved).
     prompts = {"query": "", "document": "", **{k: v or "" for k, v in (saved.get("prompts") or {}).items()}}
-    accepted, _ = AbsEncoder.validate_task_to_prompt_name(prompts, raise_for_invalid_keys=False)
-    name = get_prompt_name(accepted, task_metadata, prompt_type)
-    if name:
-        return accepted[name]
-    candidates = {PromptType.query: ("query",), PromptType.document: ("document", "passage", "corpus")}
-    for candidate in candidates.get(prompt_type, ()):
-        if candidate in prompts:
-            return prompts[candidate]
-    default = saved.get("default_prompt_name")
-    return prompts.get(default, "") if default else ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # mteb logs the keys it drops as well
+        accepted, _ = AbsEncoder.validate_task_to_prompt_name(prompts, raise_for_invalid_keys=False)
+    return prompts, accepted or {}, saved.get("default_prompt_name")
 
 
 def _check_batch_size(batch_size) -> None:
@@ -123,6 +115,7 @@ class L2VEncoder(AbsEncoder):
         self.mteb_model_meta = meta
         self._model = None
         self._st_wrapper = None
+        self._st_prompts: tuple[dict[str, str], dict[str, str], str | None] | None = None
         self._load_error: ModelLoadFailed | None = None
         self._warned_empty = False
 
@@ -136,8 +129,19 @@ class L2VEncoder(AbsEncoder):
         retrieval-like tasks): the instructions', or for a sentence-transformers model with ``default``
         instructions the prompt mteb's wrapper gives it ("" for none). Loads nothing."""
         if self.kind == SENTENCE_TRANSFORMERS and self.instructions.label == "default":
-            return sentence_transformer_prompt(self.spec.base.local, task_metadata, prompt_type)
+            return self._model_prompt(task_metadata, prompt_type)
         return self.instructions.for_task(task_metadata, prompt_type)
+
+    def _model_prompt(self, task_metadata, prompt_type: PromptType | None) -> str:
+        """The prompt mteb's wrapper applies: looked up by task and type among the prompts it accepts, else
+        none, so that sentence-transformers applies the model's default prompt (if it has one)."""
+        if self._st_prompts is None:
+            self._st_prompts = sentence_transformer_prompts(self.spec.base.local)
+        prompts, accepted, default = self._st_prompts
+        name = get_prompt_name(accepted, task_metadata, prompt_type)
+        if name:
+            return accepted[name]
+        return prompts.get(default, "") if default else ""
 
     # ------------------------------------------------------------------ the model
     @property
