@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from typing import Any
 
 from .encoder_adapter import L2VEncoder
 from .tasks.local import dataset_source
