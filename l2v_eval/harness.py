@@ -33,8 +33,10 @@ from typing import Any
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .cache_folder import check_cache_folder, folder_bytes, human_bytes
-from .embedding_cache import DEFAULT_CHUNK_TEXTS, CachedEncoder, TaskProgress
-from .model import L2VEncoder, ModelLoadFailed, ModelSpec
+from .embedding_cache.encoder import DEFAULT_CHUNK_TEXTS, CachedEncoder
+from .encoder_adapter import L2VEncoder
+from .model import ModelLoadFailed, ModelSpec
+from .progress import TaskProgress
 from .results import (OK, ResultsStore, ResultsTableError, failure_row, l2v_version, now, record_instructions,
                       rows_from_task_result)
 from .tasks.instructions import load_instructions, task_roles
