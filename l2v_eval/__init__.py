@@ -15,7 +15,7 @@ _EXPORTS = {
     "run_evaluation": "harness",
     "build_leaderboard": "leaderboard",
     "write_leaderboard": "leaderboard",
-    "L2VEncoder": "model",
+    "L2VEncoder": "encoder_adapter",
     "ModelSpec": "model",
     "write_report": "report",
     "ResultsStore": "results",

@@ -35,9 +35,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from l2v_core.dtypes import DTYPE_NAMES
 
 from .cache_folder import check_cache_folder, folder_bytes, human_bytes
-from .embedding_cache import DEFAULT_CHUNK_TEXTS, CachedEncoder, TaskProgress
-from .model import L2VEncoder, ModelLoadFailed, ModelSpec
-from .model import check_model_settings
+from .embedding_cache.encoder import DEFAULT_CHUNK_TEXTS, CachedEncoder
+from .encoder_adapter import L2VEncoder
+from .model import ModelLoadFailed, ModelSpec, check_model_settings
+from .progress import TaskProgress
 from .results import (OK, ResultsStore, ResultsTableError, failure_row, l2v_version, now, record_instructions,
                       rows_from_task_result)
 from .tasks.instructions import load_instructions, task_roles
