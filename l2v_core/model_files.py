@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from .errors import AdapterError, ModelLoadError, first_line
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 
 
 def has_full_weights(path: str) -> bool:
