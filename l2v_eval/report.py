@@ -87,15 +87,13 @@ def _legend_outside(ax) -> None:
 
 def _bar_chart(data: pd.DataFrame, title: str, ylabel: str, path: Path, natural_top: float = 100.0) -> None:
     """Grouped bars: one group per row of ``data`` (index), one bar per column (model), each labelled."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state in a library call
 
     groups, models = list(data.index), list(data.columns)
     width = 0.8 / max(len(models), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(groups) * max(1, len(models) / 3) + 2), 4.5))
+    fig = Figure(figsize=(max(6.0, 1.3 * len(groups) * max(1, len(models) / 3) + 2), 4.5))
+    ax = fig.subplots()
     x = np.arange(len(groups))
     values = data.astype(float).to_numpy()
     upright = len(models) > 3  # side by side, horizontal labels of many bars would overlap
@@ -111,17 +109,14 @@ def _bar_chart(data: pd.DataFrame, title: str, ylabel: str, path: Path, natural_
     ax.axhline(0, color="black", linewidth=0.5)
     _legend_outside(ax)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 def _line_chart(frame: pd.DataFrame, title: str, ylabel: str, path: Path) -> None:
     """Value against layer, one line per label; probe metrics are 0–1."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for label, group in frame.groupby("label", sort=True):
         group = group.sort_values("layer")
         ax.plot(group["layer"].astype(int), group["value"].astype(float), marker="o", label=str(label))
@@ -132,7 +127,6 @@ def _line_chart(frame: pd.DataFrame, title: str, ylabel: str, path: Path) -> Non
     ax.grid(alpha=0.3)
     _legend_outside(ax)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 def _probe_rows(frame: pd.DataFrame) -> pd.DataFrame:
