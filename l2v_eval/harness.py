@@ -263,8 +263,8 @@ class Evaluation:
         task_result = self.cache.load_task_result(name, self.encoder.mteb_model_meta) or result.task_results[0]
         if not any(n_samples.values()):
             n_samples = published_samples(task)
-        if not any(n_samples.values()) and not must_compute:
-            n_samples = counted_from_data(task, self.config.data_dir)  # rows rebuilt from mteb's JSON: count what was scored
+        if not any(n_samples.values()) and not must_compute:  # rows rebuilt from mteb's JSON: count what was scored
+            n_samples = counted_from_data(task, self.config.data_dir)
         rows = rows_from_task_result(task_result, task.metadata, n_samples=n_samples, **self.identity)
         self.store.upsert(rows)
         record_instructions(self.cache.get_task_result_path(name, self.encoder.mteb_model_meta).parent, name,
