@@ -245,6 +245,14 @@ def render_html(blocks: list[Block], title: str) -> str:
             f"<style>{style}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
 
 
+def _described(suite: str) -> str:
+    """A known suite's description (its record in :mod:`l2v_eval.tasks.suites`), as a sentence before the counts."""
+    from .tasks.suites import get_suite
+
+    record = get_suite(suite)
+    return f"{record.description} " if record is not None else ""
+
+
 def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike, title: str | None = None,
                  baselines: bool = True) -> Path:
     """Write ``report.md``, ``report.html`` and the plots into ``out_dir``; returns the Markdown path
@@ -258,12 +266,14 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike, tit
     title = title or f"l2v evaluation report: {out_dir.name}"
     stamp = f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
     if len(tables) == 1:
-        (frame,) = tables.values()
-        blocks = [Block("heading", title, 1), *build_blocks(frame, out_dir, None, intro=f"{stamp} from ")]
+        ((suite, frame),) = tables.items()
+        intro = f"{_described(suite)}{stamp} from "
+        blocks = [Block("heading", title, 1), *build_blocks(frame, out_dir, None, intro=intro)]
     else:
         blocks = [Block("heading", title, 1), Block("text", f"{stamp}; one section per suite.")]
         for suite, frame in tables.items():
-            blocks += [Block("heading", suite, 2), *build_blocks(frame, out_dir, None, 3, f"{_slug(suite)}_")]
+            blocks += [Block("heading", suite, 2),
+                       *build_blocks(frame, out_dir, None, 3, f"{_slug(suite)}_", intro=_described(suite))]
     md_path = out_dir / "report.md"
     atomic_write(md_path, lambda p: Path(p).write_text(render_markdown(blocks), encoding="utf-8"))
     atomic_write(out_dir / "report.html", lambda p: Path(p).write_text(render_html(blocks, title), encoding="utf-8"))

@@ -90,3 +90,17 @@ def test_comparison_note_names_the_file_and_the_instructions(suite):
     note = leaderboard.comparison_table(ours, baselines, tasks=names, suite=suite).splitlines()[0]
     assert str(record.baselines.relative_to(Path(leaderboard.__file__).resolve().parents[1])) in note
     assert "measured with the default instructions" in note
+
+
+def test_report_sections_open_with_the_suites_description(tmp_path):
+    from l2v_eval.report import write_report
+    from l2v_eval.results import ResultsStore
+
+    ResultsStore(tmp_path / "results" / "l2v-mini").write(suites.SUITES["l2v-mini"].shipped_baselines())
+    ResultsStore(tmp_path / "results" / "other").write(suites.SUITES["l2v-real"].shipped_baselines())
+    md = write_report(tmp_path / "results", tmp_path / "report", baselines=False).read_text()
+    section = md[md.index("## l2v-mini"):md.index("## other")]
+    assert suites.SUITES["l2v-mini"].description in section
+    assert suites.SUITES["l2v-real"].description not in md  # "other" is no suite l2v knows
+    single = write_report(tmp_path / "results" / "l2v-mini", tmp_path / "single", baselines=False).read_text()
+    assert suites.SUITES["l2v-mini"].description in single
