@@ -12,7 +12,8 @@ import pytest
 from l2v_eval import leaderboard
 from l2v_eval.probes import PROBE_TASKS
 from l2v_eval.sample_counts import count_samples, expected_texts, published_samples
-from l2v_eval.tasks import suites
+from l2v_eval.tasks import mini, real, suites
+from l2v_eval.tasks.bundled import suite_data_roots
 from l2v_eval.tasks.kinds import MTEB, PROBE, task_kind
 from l2v_eval.tasks.local import dataset_source
 from l2v_eval.tasks.mini import MINI_TASK_NAMES, L2VMiniRetrieval, L2VMiniSTS
@@ -22,13 +23,14 @@ from l2v_eval.tasks.presets import PRESETS, resolve_tasks
 def test_every_preset_is_a_suite_record_and_its_tasks_are_fresh():
     assert PRESETS == tuple(suites.SUITES) == ("mteb-en", "mteb-en-v2", "mteb-en-quick", "l2v-real", "l2v-mini",
                                                "probes")
-    mini = suites.SUITES["l2v-mini"]
-    first, second = mini.tasks(), mini.tasks()
+    record = suites.SUITES["l2v-mini"]
+    first, second = record.tasks(), record.tasks()
     assert [t.metadata.name for t in first] == list(MINI_TASK_NAMES)
     assert all(a is not b for a, b in zip(first, second))  # runs never share loaded data
     assert [t.metadata.name for t in suites.SUITES["mteb-en-quick"].tasks()] == list(suites.QUICK)
     assert len(suites.SUITES["mteb-en"].tasks()) == 56
     assert suites.bundled_task_names()[-len(MINI_TASK_NAMES):] == MINI_TASK_NAMES
+    assert suite_data_roots() == {"l2v-real": Path(real.__file__).parent, "l2v-mini": Path(mini.__file__).parent}
 
 
 def test_the_record_says_where_the_shipped_baselines_are():

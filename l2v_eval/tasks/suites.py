@@ -30,13 +30,11 @@ import mteb
 from mteb.abstasks.abstask import AbsTask
 
 from ..probes.tasks import PROBE_TASKS
-from .mini import mini_tasks
-from .real import real_tasks
+from . import mini, real
 
 if TYPE_CHECKING:
     import pandas as pd
 
-TASKS_DIR = Path(__file__).resolve().parent
 CUSTOM = "custom"  # the folder of a --tasks spec that names no suite and no task type
 ENGLISH_V1, ENGLISH_V2 = "MTEB(eng, v1)", "MTEB(eng, v2)"
 # Small MTEB tasks (about 100 to 8,000 texts each), one or two per task type; pair
@@ -74,8 +72,12 @@ class Suite:
     """Rows l2v ships for the suite (the columns of ``scores.csv``), ranked beside a folder's own."""
     instructions: str = "default"
     """The instruction set (``--instructions``) the shipped baselines were measured with."""
-    bundled: bool = False
-    """Its data ships with l2v: nothing to download."""
+    folder: Path | None = None
+    """A bundled suite's folder in the package: its test data and training splits (nothing to download)."""
+
+    @property
+    def bundled(self) -> bool:
+        return self.folder is not None
 
     def tasks(self) -> list:
         return list(self.make_tasks())
@@ -136,10 +138,10 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
     Suite("mteb-en-v2", "MTEB(eng, v2): mteb's current English benchmark (41 tasks).", _benchmark(ENGLISH_V2)),
     Suite("mteb-en-quick", "A few small real MTEB tasks, one or two per task type.",
           lambda: [mteb_task(name) for name in QUICK]),
-    Suite("l2v-real", "Five mteb tasks on real text shipped with l2v (l2v_eval/tasks/real).", real_tasks,
-          baselines=TASKS_DIR / "real" / "baselines.csv", bundled=True),
+    Suite("l2v-real", "Five mteb tasks on real text shipped with l2v (l2v_eval/tasks/real).", real.real_tasks,
+          baselines=real.DATA_DIR / "baselines.csv", folder=real.DATA_DIR),
     Suite("l2v-mini", "The smoke suite shipped with l2v: a few dozen hand-written examples per task type "
-          "(l2v_eval/tasks/mini).", mini_tasks, baselines=TASKS_DIR / "mini" / "baselines.csv", bundled=True),
+          "(l2v_eval/tasks/mini).", mini.mini_tasks, baselines=mini.DATA_DIR / "baselines.csv", folder=mini.DATA_DIR),
     Suite("probes", "The word-level probes: a linear probe per layer on frozen word vectors.",
           lambda: list(PROBE_TASKS.values())),
 )}
