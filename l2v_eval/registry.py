@@ -70,7 +70,9 @@ def llm2vec_models() -> dict[str, RegistryModel]:
 
     found: dict[str, RegistryModel] = {}
     for meta in mteb.get_model_metas():
-        if "LLM2Vec" not in (meta.framework or []):
+        # An entry without a loader loads nothing: e.g. an l2v result's own ModelMeta, which
+        # mteb_registry.register_models adds so that mteb's summaries list l2v's models.
+        if "LLM2Vec" not in (meta.framework or []) or not callable(meta.loader):
             continue
         kwargs = loader_kwargs(meta)
         base = kwargs.get("base_model_name_or_path")
