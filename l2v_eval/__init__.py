@@ -11,7 +11,7 @@ import importlib
 
 _EXPORTS = {
     "EvalConfig": "harness",
-    "RunSummary": "harness",
+    "RunSummary": "run_summary",
     "run_evaluation": "harness",
     "build_leaderboard": "leaderboard",
     "write_leaderboard": "leaderboard",

@@ -26,10 +26,10 @@ class LiveEvalError(ValueError):
 def load_eval_tasks(spec: str, data_dir: str | None = None) -> list:
     """The mteb tasks ``spec`` names (what ``l2v-eval --tasks`` takes), with their data loaded
     (``data_dir`` first, as ``--data-dir``), so a missing dataset fails before any training."""
-    from .probes.tasks import ProbeTask
+    from .tasks.kinds import MTEB, task_kind
 
     tasks = resolve_tasks(spec)
-    probes = [t.metadata.name for t in tasks if isinstance(t, ProbeTask)]
+    probes = [t.metadata.name for t in tasks if task_kind(t) != MTEB]
     if probes:
         raise LiveEvalError(f"{', '.join(probes)}: word-level probes are not evaluated during training; "
                             "run l2v-eval --tasks probes on the trained model")

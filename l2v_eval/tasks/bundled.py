@@ -25,9 +25,9 @@ from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 def suite_data_roots() -> dict[str, Path]:
     """Each bundled suite's folder by suite name: what a training config's ``l2v-real:train/pairs.jsonl.gz``
     names (the suites' training splits live beside their test data)."""
-    from . import mini, real
+    from .suites import SUITES
 
-    return {"l2v-mini": mini.DATA_DIR, "l2v-real": real.DATA_DIR}
+    return {name: suite.folder for name, suite in SUITES.items() if suite.folder is not None}
 
 
 @lru_cache(maxsize=None)

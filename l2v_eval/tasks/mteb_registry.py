@@ -64,15 +64,13 @@ def register_tasks(classes: Iterable[type] | None = None) -> list[str]:
 def suite_benchmark(suite: str):
     """A bundled suite (``l2v-real``, ``l2v-mini``) as an ``mteb.Benchmark``, e.g. for
     ``mteb.ResultCache(folder).load_results(tasks=suite_benchmark("l2v-real"))``."""
-    from mteb.benchmarks.benchmark import Benchmark
+    from .suites import SUITES
 
-    from .presets import BUNDLED_SUITES
-
-    if suite not in BUNDLED_SUITES:
-        raise ValueError(f"{suite!r} is not a bundled suite; choose one of {', '.join(BUNDLED_SUITES)}")
+    bundled = [name for name, record in SUITES.items() if record.bundled]
+    if suite not in bundled:
+        raise ValueError(f"{suite!r} is not a bundled suite; choose one of {', '.join(bundled)}")
     register_tasks()
-    return Benchmark(name=suite, tasks=BUNDLED_SUITES[suite][1](),
-                     description=f"The {suite} suite shipped with l2v (l2v_eval/tasks).")
+    return SUITES[suite].benchmark()
 
 
 def register_models(metas: Iterable) -> list[str]:
