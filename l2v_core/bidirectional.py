@@ -78,7 +78,3 @@ def is_bidirectional(model: torch.nn.Module) -> bool:
         getattr(c, "is_causal", True) is False for c in _configs(model)
     )
 
-
-def saved_as_bidirectional(config: PretrainedConfig) -> bool:
-    """Whether a loaded config was written by a bidirectional l2v model."""
-    return bool(getattr(config, _FLAG, False)) or getattr(config, "is_causal", True) is False

@@ -26,7 +26,7 @@ from transformers import set_seed
 from .arguments import training_arguments
 from .config import ConfigError, ContrastiveConfig, SimCSEConfig, SupervisedConfig
 from .data import DataError, load_texts, load_triples
-from .modeling import (add_lora, enable_checkpointing, model_kwargs, model_reference, save_adapter, save_merged,
+from .modeling import (add_lora, enable_checkpointing, model_kwargs, save_adapter, save_merged,
                        set_attention_dropout, trainable_copy)
 from .run import (METRICS, AdapterCheckpoints, MetricsCallback, RngPreserving, TrainResult, check_resume, fit,
                   num_processes, push_result, result_of, write_run_record)
@@ -159,7 +159,7 @@ def save_contrastive(encoder: LLM2Vec, model, config: ContrastiveConfig) -> dict
     # The adapter applies to the base with the MNTP adapter merged; recording the MNTP
     # adapter as its base lets LLM2Vec.from_pretrained(adapter_dir) rebuild that chain.
     adapter = save_adapter(encoder.model, encoder.tokenizer, f"{out}/adapter",
-                           model_reference(config.mntp_adapter or config.base_model),
+                           config.mntp_adapter or config.base_model,
                            encoder_config=encoder.encoder_config())
     model._create_model_card(adapter)  # sentence-transformers' card: data, loss, hyperparameters, scores
     merged = save_merged(encoder, out) if config.merge_output else None

@@ -28,7 +28,7 @@ from .arguments import training_arguments
 from .data import DataError, load_texts
 from .run import (METRICS, AdapterCheckpoints, MetricsCallback, RngPreserving, TrainResult, check_resume, fit,
                   num_processes, push_result, result_of, write_run_record)
-from .modeling import add_lora, enable_checkpointing, model_kwargs, model_reference, save_adapter, save_merged, trainable_copy
+from .modeling import add_lora, enable_checkpointing, model_kwargs, save_adapter, save_merged, trainable_copy
 
 logger = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ def train_mntp(config: MNTPConfig, evaluator=None, callbacks=()) -> TrainResult:
     if trainer.is_world_process_zero():
         model.backbone.eval()
         encoder = trainer.encoder
-        adapter = save_adapter(model.backbone, tokenizer, f"{out}/adapter", model_reference(config.base_model),
+        adapter = save_adapter(model.backbone, tokenizer, f"{out}/adapter", config.base_model,
                                encoder_config=encoder.encoder_config())
         written = {"adapter_dir": adapter, "merged_dir": save_merged(encoder, str(out)) if config.merge_output else None}
         push_result(args, written)

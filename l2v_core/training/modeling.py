@@ -70,18 +70,13 @@ def add_lora(model: torch.nn.Module, config: TrainConfig):
                           f"Its linear layers are named: {', '.join(names)}") from err
 
 
-def model_reference(name: str) -> str:
-    """How an adapter names its base, portably: ``bundled``, a Hub id, else the absolute path."""
-    return loading.portable_reference(name)
-
-
-def save_adapter(peft_model, tokenizer, adapter_dir: str, base_reference: str,
-                 encoder_config: dict | None = None) -> str:
+def save_adapter(peft_model, tokenizer, adapter_dir: str, base: str, encoder_config: dict | None = None) -> str:
     """Write the adapter (peft format, keys of the headless model), the tokenizer and, for
-    encoders, ``llm2vec_config.json``. ``base_reference`` is recorded as the adapter's base so
-    ``LLM2Vec.from_pretrained(adapter_dir)`` finds it. Written to a temporary folder first."""
+    encoders, ``llm2vec_config.json``. ``base`` is recorded as the adapter's base, portably (``bundled``,
+    a Hub id, else the absolute path), so ``LLM2Vec.from_pretrained(adapter_dir)`` finds it on any machine.
+    Written to a temporary folder first."""
     for cfg in peft_model.peft_config.values():
-        cfg.base_model_name_or_path = base_reference
+        cfg.base_model_name_or_path = loading.portable_reference(base)
     with atomic_directory(adapter_dir) as tmp:
         # Embeddings are never trained here; "auto" would look for a config.json at the base reference.
         peft_model.save_pretrained(tmp, save_embedding_layers=False)
