@@ -141,10 +141,16 @@ def publish_dir(staging: str | os.PathLike, path: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary folder beside ``path``; when the block completes it becomes ``path``,
-    when it fails it is removed and ``path`` is left as it was."""
-    staging = staging_dir(path)
+def atomic_directory(path: str | os.PathLike, entries_only: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder; when the block completes its content is put in place whole, when
+    it fails it is removed and ``path`` is left as it was.
+
+    The temporary folder lies beside ``path`` and becomes ``path``. With ``entries_only`` (a folder that
+    also holds other files, such as a training run's output), it lies inside ``path`` and each of its
+    entries replaces the entry of that name there, whole, leaving the others alone.
+    """
+    path = Path(path)
+    staging = path / ".staging.tmp" if entries_only else staging_dir(path)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
@@ -152,4 +158,16 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    publish_dir(staging, path)
+    if not entries_only:
+        publish_dir(staging, path)
+        return
+    plain_file_modes(staging)
+    for item in staging.iterdir():
+        target = path / item.name
+        if item.is_dir():
+            publish_dir(item, target)
+            continue
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    staging.rmdir()

@@ -205,3 +205,28 @@ def test_failed_atomic_write_keeps_the_old_file(tmp_path):
         atomic_write(target, crash)
     assert target.read_text() == "old rows"
     assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+
+
+@pytest.mark.parametrize("entries_only", [False, True])
+def test_atomic_directory_publishes_whole_or_not_at_all(tmp_path, entries_only):
+    from l2v_core.files import atomic_directory
+
+    folder = tmp_path / "run"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "old.txt").write_text("old")
+    (folder / "kept.txt").write_text("the run's own file")
+    with pytest.raises(RuntimeError, match="killed"), atomic_directory(folder, entries_only=entries_only) as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "new.txt").write_text("half")
+        raise RuntimeError("killed")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == \
+        ["run", "run/kept.txt", "run/sub", "run/sub/old.txt"]
+
+    with atomic_directory(folder, entries_only=entries_only) as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "new.txt").write_text("new")
+        (tmp / "model.json").write_text("{}")
+    expected = ["run", "run/model.json", "run/sub", "run/sub/new.txt"]
+    if entries_only:  # entries of the same name replaced whole, the others left alone
+        expected.insert(1, "run/kept.txt")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == expected

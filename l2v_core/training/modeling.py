@@ -1,10 +1,6 @@
 """Model plumbing shared by the stages: LoRA, dropout, GGUF clean-up, writing adapters."""
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import torch
 
 from .. import loading
@@ -88,15 +84,7 @@ def save_adapter(peft_model, tokenizer, adapter_dir: str, base: str, encoder_con
 
 def save_merged(encoder, output_dir: str) -> str:
     """Merge the adapter into the base and write a full encoder (LLM2Vec + sentence-transformers files)
-    into ``output_dir``; each file is moved into place whole."""
-    out = Path(output_dir)
-    tmp = out / ".merged.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    encoder.save(tmp, merge_before_save=True)
-    for item in tmp.iterdir():
-        target = out / item.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(item, target)
-    tmp.rmdir()
-    return str(out)
+    into ``output_dir``, beside the run's other files; each file is moved into place whole."""
+    with atomic_directory(output_dir, entries_only=True) as tmp:
+        encoder.save(tmp, merge_before_save=True)
+    return str(output_dir)

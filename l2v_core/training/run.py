@@ -288,7 +288,7 @@ def push_result(args, written: dict[str, str | None]) -> None:
     repo = create_repo(args.hub_model_id or Path(args.output_dir).name, private=args.hub_private_repo,
                        token=args.hub_token, exist_ok=True).repo_id
     upload_folder(repo_id=repo, folder_path=folder, token=args.hub_token, commit_message="l2v-train result",
-                  ignore_patterns=["checkpoint-*", ".data_cache/*", ".merged.tmp/*", "runs/*"])
+                  ignore_patterns=["checkpoint-*", ".data_cache/*", ".staging.tmp/*", "runs/*"])
 
 
 def num_processes() -> int:
