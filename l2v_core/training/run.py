@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sentence_transformers.evaluation import SentenceEvaluator
+from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 from transformers import TrainerCallback
 
 from ..files import atomic_write, write_json
-from .config import BATCH_LAYOUT, RESUMABLE_CHANGES, ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,14 @@ METRICS = "metrics.csv"
 METRIC_COLUMNS = ("step", "loss", "lr", "tokens", "seconds")
 EVAL_PREFIX = "eval_"
 EVAL_MEAN = "eval_mean"
+# Keys a resumed run may change without changing the result of the steps already taken.
+RESUMABLE_CHANGES = {"max_steps", "save_steps", "save_total_limit", "merge_output", "resume", "progress_bar",
+                     "output_dir", "gradcache_chunk_size", "eval_tasks", "eval_steps", "eval_data_dir",
+                     "report_to", "logging_steps", "logging_dir", "push_to_hub", "hub_model_id", "hub_token",
+                     "hub_strategy", "hub_private_repo", "run_name", "save_strategy", "dataloader_num_workers"}
+# Keys that split the global batch over processes: a resumed run may change them (to run on
+# another number of processes) as long as the global batch stays the same.
+BATCH_LAYOUT = {"batch_size", "global_batch_size", "processes"}
 # Learning-rate schedules whose shape depends on max_steps: extending such a run would change the past.
 SCHEDULES_OVER_MAX_STEPS = {"linear", "cosine", "cosine_with_restarts", "polynomial"}
 
