@@ -4,7 +4,7 @@ import json
 import pytest
 
 from l2v_cli.train import parse_overrides
-from l2v_core.training import ConfigError, DataError, load_config, load_texts, load_triples, sample_path
+from l2v_core.training import ConfigError, DataError, load_config, load_texts, load_triples, sample_path, train
 from l2v_core.training.config import MNTPConfig, SimCSEConfig, SupervisedConfig
 
 REQUIRED = {"base_model": "m", "train_file": "t.txt", "output_dir": "o"}
@@ -138,14 +138,17 @@ def test_supervised_data_is_one_dataset_per_name_with_its_instruction_on_queries
     from l2v_core.training.contrastive import supervised_data
 
     config = load_config("supervised", sample_path("supervised.json"), {"output_dir": str(tmp_path / "o")})
-    parts, prompts = supervised_data(config, str(tmp_path / "c"), 8)
+    parts, prompts = supervised_data(config, str(tmp_path / "c"))
     assert set(parts) == {"quotes", "definitions"}
     assert all(p.column_names == ["query", "positive", "negative"] for p in parts.values())
     assert prompts == {name: {"query": config.instructions[name]} for name in parts}
     total = sum(len(p) for p in parts.values())
     assert total == len(load_triples(sample_path("triples.jsonl")))
-    with pytest.raises(DataError, match="Not one full batch"):
-        supervised_data(config, str(tmp_path / "c"), 10_000)
+    # Batches stay inside one data set, so one of them must fill a batch; refused before the model loads.
+    big = load_config("supervised", sample_path("supervised.json"), {"output_dir": str(tmp_path / "big"),
+                                                                     "batch_size": 10_000})
+    with pytest.raises(DataError, match=r"Not one full batch: .* rows in its largest data set \(sizes \[\d+, \d+\]\)"):
+        train("supervised", big)
     mixed = load_config("supervised", sample_path("supervised.json"), {"output_dir": "o", "homogeneous_batches": False})
     with pytest.raises(ConfigError, match="`homogeneous_batches` false"):
-        supervised_data(mixed, str(tmp_path / "c"), 8)
+        supervised_data(mixed, str(tmp_path / "c"))

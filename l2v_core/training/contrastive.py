@@ -21,15 +21,12 @@ import torch
 
 from ..bidirectional import make_bidirectional
 from ..encoder import LLM2Vec
-from transformers import set_seed
-
 from .arguments import training_arguments
 from .config import ConfigError, ContrastiveConfig, SimCSEConfig, SupervisedConfig
-from .data import DataError, load_texts, load_triples
+from .data import load_texts, load_triples
 from .modeling import (add_lora, enable_checkpointing, model_kwargs, save_adapter, save_merged,
                        set_attention_dropout, trainable_copy)
-from .run import (METRICS, AdapterCheckpoints, MetricsCallback, RngPreserving, TrainResult, check_resume, fit,
-                  num_processes, push_result, result_of, write_run_record)
+from .run import AdapterCheckpoints, TrainResult, begin_run, check_resume, metrics_callback, num_processes, train_and_save
 
 logger = logging.getLogger(__name__)
 CONTRASTIVE = ("MultipleNegativesRankingLoss", "CachedMultipleNegativesRankingLoss")
@@ -79,7 +76,7 @@ def build_loss(model, config: ContrastiveConfig):
         raise ConfigError(f"`loss_args` do not fit {config.loss}: {err}") from None
 
 
-def supervised_data(config: SupervisedConfig, cache_dir: str, global_batch: int):
+def supervised_data(config: SupervisedConfig, cache_dir: str):
     """(dataset, prompts): one dataset per data set name when batches are homogeneous, else one dataset;
     the prompts put each data set's instruction on its queries."""
     from datasets import DatasetDict
@@ -98,10 +95,6 @@ def supervised_data(config: SupervisedConfig, cache_dir: str, global_batch: int)
         return rows.remove_columns("dataset"), {"query": next(iter(instruction.values()))}
     parts = {(n or "default"): rows.filter(lambda d, n=n: d == n, input_columns="dataset").remove_columns("dataset")
              for n in names}
-    if all(len(p) < global_batch for p in parts.values()):
-        raise DataError(f"Not one full batch: every dataset of {config.train_file} has fewer than {global_batch} rows "
-                        f"(batch_size x processes, or global_batch_size); sizes {sorted(map(len, parts.values()))}. "
-                        "Lower batch_size or add data.")
     prompts = {(n or "default"): {"query": instruction[n]} for n in names if instruction[n]}
     return DatasetDict(parts), prompts
 
@@ -126,31 +119,23 @@ def train_contrastive(config: ContrastiveConfig, evaluator=None, callbacks=()) -
     with probe.main_process_first():  # data first (a bad file fails before the model loads), written once
         cache = str(out / ".data_cache")
         if isinstance(config, SupervisedConfig):
-            dataset, prompts = supervised_data(config, cache, config.global_batch(world))
+            dataset, prompts = supervised_data(config, cache)
         else:
             dataset, prompts = load_texts(config.train_file, config.text_field, ("anchor", "positive"), cache), None
-            if len(dataset) < config.global_batch(world):
-                raise DataError(f"Not one full batch: {config.train_file} holds {len(dataset)} texts, fewer than "
-                                f"{config.global_batch(world)} items (batch_size x processes). Lower batch_size or add data.")
-    if probe.process_index == 0:
-        write_run_record(config, out, world)
-    set_seed(config.seed)  # the fresh LoRA is drawn from the seed, not from whatever ran before
+    if isinstance(dataset, dict):  # batches stay inside one data set: one of them must fill a batch
+        begin_run(config, probe, max(map(len, dataset.values())),
+                  f"rows in its largest data set (sizes {sorted(map(len, dataset.values()))})")
+    else:
+        begin_run(config, probe, len(dataset), "texts" if prompts is None else "rows")
     encoder = load_encoder(config)
     model = SentenceTransformer(modules=[LLM2VecModule(encoder)])
     args = training_arguments(config, config.stage, world, prompts=prompts, batch_sampler="batch_sampler",
                               multi_dataset_batch_sampler="proportional", evaluating=evaluator is not None)
-    wrapped = RngPreserving(evaluator) if evaluator is not None else None
-    metrics = MetricsCallback(out / METRICS, int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0, wrapped)
+    metrics = metrics_callback(config, resume_from, evaluator)
     trainer = Trainer(model=model, args=args, train_dataset=dataset, loss=build_loss(model, config),
-                      evaluator=wrapped, callbacks=[metrics, *callbacks])
+                      evaluator=metrics.evaluator, callbacks=[metrics, *callbacks])
     trainer.peft_model = encoder.model
-    fit(trainer, config, resume_from)
-    written: dict[str, str | None] = {"adapter_dir": str(out / "adapter"), "merged_dir": None}
-    if trainer.is_world_process_zero():
-        written = save_contrastive(encoder, model, config)
-        push_result(args, written)
-    trainer.accelerator.wait_for_everyone()
-    return result_of(config, trainer, metrics, resume_from, written)
+    return train_and_save(trainer, config, args, metrics, resume_from, lambda: save_contrastive(encoder, model, config))
 
 
 def save_contrastive(encoder: LLM2Vec, model, config: ContrastiveConfig) -> dict[str, str | None]:

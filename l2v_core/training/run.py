@@ -2,11 +2,14 @@
 from the trainer's own logs, evaluation that leaves training untouched, and the result of a run."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
+import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from transformers import TrainerCallback
 
 from ..files import atomic_write, write_json
 from .config import ConfigError, TrainConfig
+from .data import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -104,16 +108,20 @@ def write_run_record(config: TrainConfig, out: Path, num_processes: int) -> None
     write_json(out / RUN_CONFIG, run_record(config, num_processes), indent=2)
 
 
-class saved_rng_states:
-    """Context: every random state (python, numpy, torch) as it was on entry, put back on exit."""
-
-    def __enter__(self):
-        self.states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-
-    def __exit__(self, *exc):
-        random.setstate(self.states[0])
-        np.random.set_state(self.states[1])
-        torch.set_rng_state(self.states[2])
+@contextlib.contextmanager
+def saved_rng_states():
+    """Every random state (python, numpy, torch, CUDA) as it was on entry, put back on exit."""
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+              torch.cuda.get_rng_state_all() if cuda else None)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if states[3] is not None:
+            torch.cuda.set_rng_state_all(states[3])
 
 
 class RngPreserving(SentenceEvaluator):
@@ -272,8 +280,37 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be read safely; the message names it."""
 
 
-def fit(trainer, config: TrainConfig, resume_from: str | None) -> None:
-    """``trainer.train`` from ``resume_from``; a checkpoint file that is not plain tensors is refused, not run."""
+def begin_run(config: TrainConfig, args, examples: int, unit: str, remedy: str = "Lower batch_size or add data.") -> None:
+    """What every stage does once its data is read and before its model loads: refuse data that does not fill
+    one global batch (the trainers drop the last, incomplete batch, so they would train on nothing), record the
+    run's settings (main process) and seed, so the fresh LoRA is drawn from the seed, not from whatever ran
+    before. ``examples`` counts ``unit``s (texts, blocks of N tokens, ...)."""
+    from transformers import set_seed
+
+    world = num_processes()
+    if examples < config.global_batch(world):
+        raise DataError(f"Not one full batch: {config.train_file} gives {examples} {unit}, fewer than "
+                        f"{config.global_batch(world)} items (batch_size x processes, or global_batch_size). {remedy}")
+    if args.process_index == 0:
+        write_run_record(config, Path(config.output_dir), world)
+    set_seed(config.seed)
+
+
+def metrics_callback(config: TrainConfig, resume_from: str | None, evaluator) -> MetricsCallback:
+    """The run's ``metrics.csv`` writer; its ``evaluator`` (when one is given) runs inside saved random states."""
+    wrapped = RngPreserving(evaluator) if evaluator is not None else None
+    return MetricsCallback(Path(config.output_dir) / METRICS, checkpoint_step(resume_from), wrapped)
+
+
+def checkpoint_step(checkpoint: str | None) -> int:
+    return int(Path(checkpoint).name.rsplit("-", 1)[-1]) if checkpoint else 0
+
+
+def train_and_save(trainer, config: TrainConfig, args, metrics: MetricsCallback, resume_from: str | None,
+                   save: Callable[[], dict[str, str | None]]) -> TrainResult:
+    """``trainer.train`` from ``resume_from`` (a checkpoint file that is not plain tensors is refused, not run),
+    then, on the main process, ``save()`` (the folders it wrote) and the push of the result; every process
+    waits for that."""
     import pickle
 
     try:
@@ -282,6 +319,17 @@ def fit(trainer, config: TrainConfig, resume_from: str | None) -> None:
         first = str(err).strip().splitlines()[0]
         raise CheckpointError(f"Checkpoint {resume_from} holds a file that is not plain tensors and was not loaded "
                               f"({first[:160]}); remove that checkpoint folder or use a new output_dir") from None
+    out = Path(config.output_dir)
+    written: dict[str, str | None] = {"adapter_dir": str(out / "adapter"), "merged_dir": None}
+    if trainer.is_world_process_zero():
+        written = save()
+        push_result(args, written)
+    trainer.accelerator.wait_for_everyone()
+    return TrainResult(stage=config.stage, output_dir=str(out), adapter_dir=written.get("adapter_dir") or "",
+                       merged_dir=written.get("merged_dir"), steps=config.max_steps,
+                       resumed_from=checkpoint_step(resume_from), final_loss=metrics.last_loss,
+                       metrics_file=str(out / METRICS), main_process=trainer.is_world_process_zero(),
+                       eval_scores=metrics.last_scores)
 
 
 def push_result(args, written: dict[str, str | None]) -> None:
@@ -300,16 +348,4 @@ def push_result(args, written: dict[str, str | None]) -> None:
 
 
 def num_processes() -> int:
-    import os
-
     return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def result_of(config: TrainConfig, trainer, metrics: MetricsCallback, resumed_from: str | None,
-              written: dict[str, str | None]) -> TrainResult:
-    out = Path(config.output_dir)
-    step = int(Path(resumed_from).name.rsplit("-", 1)[-1]) if resumed_from else 0
-    return TrainResult(stage=config.stage, output_dir=str(out), adapter_dir=written.get("adapter_dir") or "",
-                       merged_dir=written.get("merged_dir"), steps=config.max_steps, resumed_from=step,
-                       final_loss=metrics.last_loss, metrics_file=str(out / METRICS),
-                       main_process=trainer.is_world_process_zero(), eval_scores=metrics.last_scores)
