@@ -14,7 +14,7 @@ import torch
 from l2v_core import LLM2Vec
 from l2v_cli.convert import main as convert
 from l2v_core.files import atomic_write, write_json
-from tests.test_reference_compat import BUILD_REFERENCE, REFERENCE_PYTHON, assert_close_to_reference, run_reference
+from tests.reference import assert_close_to_reference, needs_reference, run_reference
 
 
 def digest(folder):
@@ -120,7 +120,7 @@ def test_texts_with_words_are_still_cut_word_wise_as_the_reference(short_encoder
     assert kept.split() == words[:len(kept.split())]  # whole words only
 
 
-@pytest.mark.skipif(not REFERENCE_PYTHON, reason=f"L2V_REFERENCE_PYTHON is not set; build one with: {BUILD_REFERENCE}")
+@needs_reference
 def test_word_wise_cut_gives_the_reference_vectors(tiny_llama, tmp_path):
     model_dir = shutil.copytree(tiny_llama, tmp_path / "model")
     (model_dir / "llm2vec_config.json").write_text(json.dumps({"max_length": 64, "doc_max_length": 12}))

@@ -26,7 +26,8 @@ from .config import ConfigError, ContrastiveConfig, SimCSEConfig, SupervisedConf
 from .data import load_texts, load_triples
 from .modeling import (add_lora, enable_checkpointing, model_kwargs, save_adapter, save_merged,
                        set_attention_dropout, trainable_copy)
-from .run import AdapterCheckpoints, TrainResult, begin_run, check_resume, metrics_callback, num_processes, train_and_save
+from .run import (AdapterCheckpoints, TrainResult, begin_run, check_resume, metrics_callback, num_processes,
+                  train_and_save)
 
 logger = logging.getLogger(__name__)
 CONTRASTIVE = ("MultipleNegativesRankingLoss", "CachedMultipleNegativesRankingLoss")

@@ -25,7 +25,8 @@ from .arguments import training_arguments
 from .config import ConfigError, MNTPConfig
 from .data import load_texts
 from .modeling import add_lora, enable_checkpointing, model_kwargs, save_adapter, save_merged, trainable_copy
-from .run import TrainResult, begin_run, check_resume, metrics_callback, num_processes, train_and_save
+from .run import (AdapterCheckpoints, TrainResult, begin_run, check_resume, metrics_callback, num_processes,
+                  train_and_save)
 
 logger = logging.getLogger(__name__)
 

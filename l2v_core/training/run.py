@@ -280,7 +280,8 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be read safely; the message names it."""
 
 
-def begin_run(config: TrainConfig, args, examples: int, unit: str, remedy: str = "Lower batch_size or add data.") -> None:
+def begin_run(config: TrainConfig, args, examples: int, unit: str,
+              remedy: str = "Lower batch_size or add data.") -> None:
     """What every stage does once its data is read and before its model loads: refuse data that does not fill
     one global batch (the trainers drop the last, incomplete batch, so they would train on nothing), record the
     run's settings (main process) and seed, so the fresh LoRA is drawn from the seed, not from whatever ran
