@@ -30,6 +30,7 @@ SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_wi
               "inverse_sqrt")
 ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 REQUIRED_KEYS = ("base_model", "train_file", "output_dir")
+SCALARS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 # The ranges a key's ``check`` may name: what the error says, and the test.
 RANGES = {">0": ("> 0", lambda v: v > 0), ">=0": (">= 0", lambda v: v >= 0),
           "[0,1)": ("in [0, 1)", lambda v: 0 <= v < 1), "(0,1)": ("in (0, 1)", lambda v: 0 < v < 1)}
@@ -261,26 +262,6 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
             except ConfigError:
                 pass
         return _check_type(name, value, inner[-1])
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"`{name}` must be true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"`{name}` must be an integer, got {value!r}")
-    if hint is float:
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ConfigError(f"`{name}` must be a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"`{name}` must be a finite number, got {value}")
-        return float(value)
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"`{name}` must be a string, got {value!r}")
     if origin is list:
         if isinstance(value, str):  # "q_proj,v_proj" on a command line
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -293,6 +274,14 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"`{name}` must be a JSON object, got {value!r}")
         return {_check_type(f"{name} key", k, args[0]): _check_type(f"{name}[{k!r}]", v, args[1]) for k, v in value.items()}
+    if hint is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if hint is float and type(value) is int:
+        value = float(value)
+    if hint in SCALARS and type(value) is not hint:  # exact types: JSON's true is no integer, 1.5 no integer
+        raise ConfigError(f"`{name}` must be {SCALARS[hint]}, got {value!r}")
+    if hint is float and not math.isfinite(value):
+        raise ConfigError(f"`{name}` must be a finite number, got {value}")
     return value
 
 
