@@ -140,10 +140,7 @@ def build_config(stage: str, values: dict[str, Any]) -> TrainConfig:
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             raise ConfigError(f"Unknown key {key!r} for {stage} training{hint} (l2v keys: `l2v-train {stage} --help`; "
                               "other keys are the trainer's TrainingArguments)")
-    try:
-        config = cls(**{k: v for k, v in values.items() if k in known})
-    except TypeError as err:  # only reachable through programmatic misuse; keys are checked above
-        raise ConfigError(str(err)) from err
+    config = cls(**{k: v for k, v in values.items() if k in known})
     config.trainer_args = check_trainer_args(stage, passthrough)
     return config
 
