@@ -5,8 +5,8 @@ below are l2v's own; every other key is one of the trainers' own ``TrainingArgum
 ``logging_steps``, ``push_to_hub``, ``deepspeed``, ...), passed through by its own name and checked by
 ``HfArgumentParser`` (see ``arguments.py``). Each key declares its type and the values it takes, so a typo
 fails with a one-line error naming the key before a model is loaded. The dataclasses themselves check
-nothing (neither do the trainers' arguments for these keys: a negative learning rate or a misspelt scheduler
-would fail deep inside training, or not at all), hence the checks here.
+nothing, and the trainers' arguments only a few of these values, under their own names and without a
+suggestion (a negative learning rate or weight decay passes them), hence the checks here.
 """
 from __future__ import annotations
 
