@@ -238,10 +238,10 @@ def train_mntp(config: MNTPConfig, evaluator=None, callbacks=()) -> TrainResult:
     logger.info("MNTP: %d examples of up to %d tokens; mask token %r (id %d)", len(examples), config.max_length,
                 mask_token, mask_token_id)
     metrics = metrics_callback(config, resume_from, evaluator)
-    trainer = mntp_trainer_class()(model=model, args=args, train_dataset=examples,
-                                   data_collator=make_collator(tokenizer, mask_token, config.mask_probability,
-                                                               config.seed),
-                                   callbacks=[metrics, *callbacks], eval_dataset=examples if evaluator else None)
+    collator = make_collator(tokenizer, mask_token, config.mask_probability, config.seed)
+    trainer = mntp_trainer_class()(model=model, args=args, train_dataset=examples, data_collator=collator,
+                                   callbacks=[metrics, *callbacks],
+                                   eval_dataset=examples if evaluator is not None else None)
     trainer.peft_model = model.backbone
     # The encoder MNTP produces: the bidirectional backbone with the current adapter, mean pooling
     # (what LLM2Vec.from_pretrained of the saved adapter gives).
