@@ -61,18 +61,14 @@ def run_record(config: TrainConfig, num_processes: int) -> dict:
                                   "global_batch": config.global_batch(num_processes)}))
 
 
-def last_checkpoint(out: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(out)) if out.is_dir() else None
-
-
 def check_resume(config: TrainConfig, out: Path, num_processes: int) -> str | None:
     """The checkpoint to resume from, after checking the saved run used the same settings.
 
     The number of processes may change as long as the global batch stays the same.
     """
-    latest = last_checkpoint(out)
+    from transformers.trainer_utils import get_last_checkpoint
+
+    latest = get_last_checkpoint(str(out)) if out.is_dir() else None
     if latest is None:
         return None
     if not config.resume:
@@ -101,11 +97,6 @@ def check_resume(config: TrainConfig, out: Path, num_processes: int) -> str | No
         raise ConfigError(f"Cannot resume the run in {out}: settings changed since it started ({details}). "
                           "Use the original settings, or another output_dir for a new run.")
     return latest
-
-
-def write_run_record(config: TrainConfig, out: Path, num_processes: int) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / RUN_CONFIG, run_record(config, num_processes), indent=2)
 
 
 @contextlib.contextmanager
@@ -293,7 +284,8 @@ def begin_run(config: TrainConfig, args, examples: int, unit: str,
         raise DataError(f"Not one full batch: {config.train_file} gives {examples} {unit}, fewer than "
                         f"{config.global_batch(world)} items (batch_size x processes, or global_batch_size). {remedy}")
     if args.process_index == 0:
-        write_run_record(config, Path(config.output_dir), world)
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        write_json(Path(config.output_dir) / RUN_CONFIG, run_record(config, world), indent=2)
     set_seed(config.seed)
 
 
