@@ -30,6 +30,12 @@ def tiny_llama(model_root):
     return tiny.make_model_dir(model_root, "llama")
 
 
+@pytest.fixture
+def required():
+    """The settings every training config needs, as placeholders: checking a config reads no file."""
+    return {"base_model": "m", "train_file": "t.txt", "output_dir": "o"}
+
+
 @pytest.fixture(scope="session")
 def toy_corpus(tmp_path_factory):
     """Training data for the tiny models: a text file of the tiny corpus ten times over, one text per line."""
