@@ -14,11 +14,11 @@ from .tasks.mteb_registry import register_tasks
 
 _EXPORTS = {
     "EvalConfig": "harness",
-    "RunSummary": "harness",
+    "RunSummary": "run_summary",
     "run_evaluation": "harness",
     "build_leaderboard": "leaderboard",
     "write_leaderboard": "leaderboard",
-    "L2VEncoder": "model",
+    "L2VEncoder": "encoder_adapter",
     "ModelSpec": "model",
     "write_report": "report",
     "ResultsStore": "results",

@@ -34,10 +34,12 @@ CONTRASTIVE = ("MultipleNegativesRankingLoss", "CachedMultipleNegativesRankingLo
 
 
 def load_encoder(config: ContrastiveConfig) -> LLM2Vec:
-    """The encoder to train: base (+ merged MNTP adapter), bidirectional, dropout set, fresh LoRA."""
+    """The encoder to train: base (+ merged MNTP adapter), bidirectional, dropout set, fresh LoRA.
+    Its ``max_length`` is its own (the base's, else 512): the length it is evaluated and saved with;
+    training cuts texts at ``config.max_length`` (see :func:`train_contrastive`)."""
     encoder = LLM2Vec.from_pretrained(config.base_model, peft_model_name_or_path=config.mntp_adapter, merge_peft=True,
                                       enable_bidirectional=True, pooling_mode=config.pooling_mode,
-                                      max_length=config.max_length, **model_kwargs(config))
+                                      **model_kwargs(config))
     model = trainable_copy(encoder.model)
     make_bidirectional(model)
     set_attention_dropout(model, config.attention_dropout)
@@ -52,7 +54,7 @@ def load_encoder(config: ContrastiveConfig) -> LLM2Vec:
 def build_loss(model, config: ContrastiveConfig):
     """The contrastive loss (GradCache form with ``gradcache_chunk_size``), wrapped by ``loss`` when that names a
     wrapping loss (one taking ``loss=``, such as MatryoshkaLoss), or ``loss`` itself."""
-    from sentence_transformers import losses
+    from sentence_transformers.sentence_transformer import losses
 
     names = [n for n in dir(losses) if n.endswith("Loss") and inspect.isclass(getattr(losses, n))]
     if config.loss not in names:
@@ -100,8 +102,9 @@ def supervised_data(config: SupervisedConfig, cache_dir: str):
     return DatasetDict(parts), prompts
 
 
-def train_contrastive(config: ContrastiveConfig, evaluator=None, callbacks=()) -> TrainResult:
-    """Run SimCSE or supervised training; see :class:`SimCSEConfig` and :class:`SupervisedConfig`."""
+def train_contrastive(config: ContrastiveConfig, evaluator=None, callbacks=(), prompts=None) -> TrainResult:
+    """Run SimCSE or supervised training; see :class:`SimCSEConfig` and :class:`SupervisedConfig`.
+    ``prompts``: saved with the merged encoder (see :func:`~l2v_core.training.modeling.save_merged`)."""
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 
     from ..st_modules import LLM2VecModule
@@ -120,26 +123,35 @@ def train_contrastive(config: ContrastiveConfig, evaluator=None, callbacks=()) -
     with probe.main_process_first():  # data first (a bad file fails before the model loads), written once
         cache = str(out / ".data_cache")
         if isinstance(config, SupervisedConfig):
-            dataset, prompts = supervised_data(config, cache)
+            dataset, column_prompts = supervised_data(config, cache)
         else:
-            dataset, prompts = load_texts(config.train_file, config.text_field, ("anchor", "positive"), cache), None
+            dataset = load_texts(config.train_file, config.text_field, ("anchor", "positive"), cache)
+            column_prompts = None
     if isinstance(dataset, dict):  # batches stay inside one data set: one of them must fill a batch
         begin_run(config, probe, max(map(len, dataset.values())),
                   f"rows in its largest data set (sizes {sorted(map(len, dataset.values()))})")
     else:
-        begin_run(config, probe, len(dataset), "texts" if prompts is None else "rows")
+        begin_run(config, probe, len(dataset), "texts" if column_prompts is None else "rows")
     encoder = load_encoder(config)
+    # Training batches are cut at the training length; evaluation and the saved encoder use the encoder's own.
+    own_length, encoder.max_length = encoder.max_length, config.max_length
     model = SentenceTransformer(modules=[LLM2VecModule(encoder)])
-    args = training_arguments(config, config.stage, world, prompts=prompts, batch_sampler="batch_sampler",
+    args = training_arguments(config, config.stage, world, prompts=column_prompts, batch_sampler="batch_sampler",
                               multi_dataset_batch_sampler="proportional", evaluating=evaluator is not None)
-    metrics = metrics_callback(config, resume_from, evaluator)
+    metrics = metrics_callback(config, resume_from, evaluator, encoder, own_length)
     trainer = Trainer(model=model, args=args, train_dataset=dataset, loss=build_loss(model, config),
                       evaluator=metrics.evaluator, callbacks=[metrics, *callbacks])
     trainer.peft_model = encoder.model
-    return train_and_save(trainer, config, args, metrics, resume_from, lambda: save_contrastive(encoder, model, config))
+
+    def save() -> dict[str, str | None]:
+        encoder.max_length = own_length
+        return save_contrastive(encoder, model, config, prompts, metrics.last_scores)
+
+    return train_and_save(trainer, config, args, metrics, resume_from, save)
 
 
-def save_contrastive(encoder: LLM2Vec, model, config: ContrastiveConfig) -> dict[str, str | None]:
+def save_contrastive(encoder: LLM2Vec, model, config: ContrastiveConfig, prompts=None,
+                     scores=None) -> dict[str, str | None]:
     encoder.eval()
     out = config.output_dir
     # The adapter applies to the base with the MNTP adapter merged; recording the MNTP
@@ -148,19 +160,17 @@ def save_contrastive(encoder: LLM2Vec, model, config: ContrastiveConfig) -> dict
                            config.mntp_adapter or config.base_model,
                            encoder_config=encoder.encoder_config())
     model._create_model_card(adapter)  # sentence-transformers' card: data, loss, hyperparameters, scores
-    merged = save_merged(encoder, out) if config.merge_output else None
-    if merged:
-        model._create_model_card(merged)
+    merged = save_merged(encoder, out, config, prompts, scores) if config.merge_output else None
     return {"adapter_dir": adapter, "merged_dir": merged}
 
 
-def train_simcse(config: SimCSEConfig, evaluator=None, callbacks=()) -> TrainResult:
+def train_simcse(config: SimCSEConfig, evaluator=None, callbacks=(), prompts=None) -> TrainResult:
     if not isinstance(config, SimCSEConfig):
         raise TypeError(f"train_simcse needs a SimCSEConfig, got {type(config).__name__}")
-    return train_contrastive(config, evaluator, callbacks)
+    return train_contrastive(config, evaluator, callbacks, prompts)
 
 
-def train_supervised(config: SupervisedConfig, evaluator=None, callbacks=()) -> TrainResult:
+def train_supervised(config: SupervisedConfig, evaluator=None, callbacks=(), prompts=None) -> TrainResult:
     if not isinstance(config, SupervisedConfig):
         raise TypeError(f"train_supervised needs a SupervisedConfig, got {type(config).__name__}")
-    return train_contrastive(config, evaluator, callbacks)
+    return train_contrastive(config, evaluator, callbacks, prompts)

@@ -216,8 +216,9 @@ def mntp_trainer_class():
     return MNTPTrainer
 
 
-def train_mntp(config: MNTPConfig, evaluator=None, callbacks=()) -> TrainResult:
-    """Run MNTP training on transformers' Trainer; see :class:`MNTPConfig` for the settings."""
+def train_mntp(config: MNTPConfig, evaluator=None, callbacks=(), prompts=None) -> TrainResult:
+    """Run MNTP training on transformers' Trainer; see :class:`MNTPConfig` for the settings.
+    ``prompts``: saved with the merged encoder (see :func:`~l2v_core.training.modeling.save_merged`)."""
     if not isinstance(config, MNTPConfig):
         raise TypeError(f"train_mntp needs an MNTPConfig, got {type(config).__name__}")
     from ..encoder import LLM2Vec
@@ -253,7 +254,8 @@ def train_mntp(config: MNTPConfig, evaluator=None, callbacks=()) -> TrainResult:
         model.backbone.eval()
         adapter = save_adapter(model.backbone, tokenizer, f"{out}/adapter", config.base_model,
                                encoder_config=trainer.encoder.encoder_config())
-        return {"adapter_dir": adapter, "merged_dir": save_merged(trainer.encoder, str(out)) if config.merge_output
-                else None}
+        merged = (save_merged(trainer.encoder, str(out), config, prompts, metrics.last_scores) if config.merge_output
+                  else None)
+        return {"adapter_dir": adapter, "merged_dir": merged}
 
     return train_and_save(trainer, config, args, metrics, resume_from, save)
