@@ -35,6 +35,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from .cache_folder import check_cache_folder, folder_bytes, human_bytes
 from .embedding_cache import DEFAULT_CHUNK_TEXTS, CachedEncoder, TaskProgress
 from .model import L2VEncoder, ModelLoadFailed, ModelSpec
+from .predictions import predictions_folder, save_gold
 from .results import (OK, ResultsStore, ResultsTableError, failure_row, l2v_version, now, record_instructions,
                       rows_from_task_result)
 from .tasks.instructions import load_instructions, task_roles
@@ -451,10 +452,13 @@ class Evaluation:
                                             enabled=self.config.show_progress)
                 if self.cached is not None:
                     self.cached.progress = progress
+                predictions = predictions_folder(self.cache, task.metadata.name, self.encoder.mteb_model_meta)
+                if must_compute and task.data_loaded and not isinstance(task, AbsTaskAggregate):
+                    save_gold(task, predictions)  # what mteb scores against, beside what it predicts
                 result = mteb.evaluate(
                     self.cached or self.encoder, task, cache=self.cache,
                     overwrite_strategy="always" if self.config.overwrite else "only-missing",
-                    raise_error=True, co2_tracker=False, show_progress_bar=False,
+                    raise_error=True, co2_tracker=False, show_progress_bar=False, prediction_folder=predictions,
                     encode_kwargs={"batch_size": self.config.batch_size,
                                    "show_progress_bar": self.config.show_progress and self.cached is None},
                 )
