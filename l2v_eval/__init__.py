@@ -14,6 +14,7 @@ _EXPORTS = {
     "RunSummary": "harness",
     "run_evaluation": "harness",
     "build_leaderboard": "leaderboard",
+    "compare": "comparison",
     "write_leaderboard": "leaderboard",
     "L2VEncoder": "model",
     "ModelSpec": "model",

@@ -36,10 +36,13 @@ class PredictionsError(ValueError):
     """Stored predictions that cannot be resampled (missing, unreadable, or of a task type without units)."""
 
 
-def predictions_folder(cache, task_name: str, model_meta) -> Path:
+def predictions_folder(cache, task_name: str, model, revision: str | None = None,
+                       experiment: str | None = None) -> Path:
     """Where a task's predictions go: the folder mteb's result cache files the task's result in, with
-    ``<cache>/results`` replaced by ``<cache>/../predictions`` (so experiments stay apart as in mteb's)."""
-    result_folder = Path(cache.get_task_result_path(task_name, model_meta)).parent
+    ``<cache>/results`` replaced by ``<cache>/../predictions`` (so experiments stay apart as in mteb's).
+    ``model``: the run's ``ModelMeta``, or a model name with its ``revision`` and ``experiment``."""
+    where = {} if revision is None else {"model_revision": revision, "experiment_name": experiment or None}
+    result_folder = Path(cache.get_task_result_path(task_name, model, **where)).parent
     results_root = Path(cache.cache_path) / "results"
     return Path(cache.cache_path).parent / PREDICTIONS_DIR / result_folder.relative_to(results_root)
 

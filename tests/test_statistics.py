@@ -9,6 +9,7 @@ from scipy.stats import rankdata
 
 from l2v_eval.statistics import (
     all_units,
+    percentile_interval,
     bootstrap_interval,
     borda_rank,
     holm,
@@ -109,11 +110,25 @@ def test_suite_mean_resamples_within_every_task():
     assert mean.low < mean.delta < mean.high
 
 
-def test_two_sided_p_counts_both_tails():
-    assert two_sided_p(np.zeros(99)) == 1.0
-    assert two_sided_p(np.full(99, 0.3)) == pytest.approx(2 / 100)
-    assert two_sided_p(np.full(99, -0.3)) == pytest.approx(2 / 100)
-    assert two_sided_p(np.linspace(-1, 1, 101)) == 1.0
+def test_p_value_is_the_dual_of_the_interval():
+    assert two_sided_p(np.zeros(99), 0.0) == 1.0
+    assert two_sided_p(np.full(99, 0.3), 0.3) == pytest.approx(2 / 100)  # every draw above zero
+    assert two_sided_p(np.full(99, -0.3), -0.3) == pytest.approx(2 / 100)
+    assert two_sided_p(np.linspace(-1, 1, 101), 0.0) == 1.0
+    rng = np.random.default_rng(4)
+    for center in (0.5, 1.5, 2.5, 3.5):
+        draws = rng.normal(center, 1.0, 2000)
+        low, high = percentile_interval(draws, center)
+        assert (two_sided_p(draws, center) < 0.05) == (low > 0), center
+
+
+def test_interval_is_centred_on_the_estimate_when_resampling_shifts_the_metric():
+    rng = np.random.default_rng(8)
+    draws = rng.normal(-1.0, 0.5, 4000)  # resampled values shifted well below the estimate 0
+    low, high = percentile_interval(draws, 0.0)
+    assert low < 0 < high and abs(low + high) < 0.05  # the spread of the draws, around the estimate
+    assert high - low == pytest.approx(np.subtract(*np.quantile(draws, [0.975, 0.025])))
+    assert percentile_interval(draws, -1.0) == pytest.approx(tuple(np.quantile(draws, [0.025, 0.975])), abs=0.02)
 
 
 def test_holm_matches_the_step_down_procedure():
