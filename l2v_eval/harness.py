@@ -35,6 +35,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from .cache_folder import check_cache_folder, folder_bytes, human_bytes
 from .embedding_cache import DEFAULT_CHUNK_TEXTS, CachedEncoder, TaskProgress
 from .model import L2VEncoder, ModelLoadFailed, ModelSpec
+from .intervals import with_intervals
 from .predictions import predictions_folder, save_gold
 from .results import (OK, ResultsStore, ResultsTableError, failure_row, l2v_version, now, record_instructions,
                       rows_from_task_result)
@@ -418,6 +419,7 @@ class Evaluation:
         if not any(n_samples.values()) and not must_compute:
             n_samples = self._count_from_data(task)  # rows rebuilt from mteb's JSON: count what was scored
         rows = rows_from_task_result(task_result, task.metadata, n_samples=n_samples, **self.identity)
+        rows = with_intervals(rows, predictions_folder(self.cache, name, self.encoder.mteb_model_meta))
         self.store.upsert(rows)
         record_instructions(self.cache.get_task_result_path(name, self.encoder.mteb_model_meta).parent, name,
                             {role: self.encoder.instruction_for(task.metadata, prompt_type) or ""

@@ -57,6 +57,16 @@ def test_predictions_are_kept_and_recompute_mteb_main_scores_exactly(mini_run):
     assert {t for t in mains["task"]} == set(MINI_TASK_NAMES)
 
 
+def test_main_scores_carry_their_bootstrap_interval(mini_run):
+    table = load_results(mini_run)
+    mains, others = table[table["is_main_score"]], table[~table["is_main_score"]]
+    assert (mains["ci_low"] < mains["value"]).all() and (mains["value"] < mains["ci_high"]).all()
+    assert (mains["ci_resamples"] == 1000).all() and (mains["ci_seed"] == 0).all()
+    assert others[["ci_low", "ci_high", "ci_resamples", "ci_seed"]].isna().all().all()
+    # a few dozen units per task: wide intervals, as they should be
+    assert ((mains["ci_high"] - mains["ci_low"]) > 0.05).all()
+
+
 def test_a_model_compared_with_itself_shows_no_difference(mini_run):
     frame = l2v_eval.compare(mini_run, TINY, TINY, resamples=300, seed=1)
     assert list(frame.columns) == list(COMPARE_COLUMNS)
