@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from .results import CSV_NAME, KEY, MODEL_KEY, OK, PARQUET_NAME, load_results
+from .statistics import borda_rank
 
 MEAN_TASK = "Mean (Task)"
 MEAN_TYPE = "Mean (TaskType)"
@@ -98,6 +99,7 @@ def build_leaderboard(frame: pd.DataFrame, tasks: Mapping[str, str] | Sequence[s
     out["n_tasks"] = (~missing).sum(axis=1)
     out["complete"] = ~missing.any(axis=1)
     out["missing_tasks"] = [", ".join(c for c in task_cols if missing.loc[i, c]) for i in matrix.index]
+    out["borda_rank"] = borda_rank(matrix)  # as the MTEB leaderboard ranks: points per task, missing tasks none
     # skipna=False: an incomplete model gets no average rather than one over fewer tasks.
     out[MEAN_TASK] = matrix.mean(axis=1, skipna=False)
     type_means = pd.DataFrame({ty: matrix[cols].mean(axis=1, skipna=False) for ty, cols in sorted(by_type.items())})
@@ -189,8 +191,8 @@ def rounded(board: pd.DataFrame, scale: float = 100.0) -> pd.DataFrame:
 def format_leaderboard(board: pd.DataFrame, scale: float = 100.0, model_meta: bool = False) -> str:
     """The leaderboard as printed: models, coverage and averages (per-task scores are in the CSV); with
     ``model_meta``, the models' parameters, embedding size, token limit and weight memory too."""
-    facts = [c for c in ("parameters", "embed_dim", "max_tokens", "memory_mb") if model_meta and c in board]
-    columns = ["label", *facts, "n_tasks", MEAN_TASK, MEAN_TYPE, *board.attrs.get("type_columns", [])]
+    facts = [c for c in ("n_parameters", "embed_dim", "max_tokens", "memory_mb") if model_meta and c in board]
+    columns = ["label", *facts, "n_tasks", "borda_rank", MEAN_TASK, MEAN_TYPE, *board.attrs.get("type_columns", [])]
     shown = board[columns].rename(columns={"n_tasks": "tasks"}).set_index("label")
     shown.index.name = None
     digits = 2 if scale >= 10 else 4
@@ -255,7 +257,7 @@ def with_model_meta(board: pd.DataFrame, suite_dir: Path) -> pd.DataFrame:
     columns = list(LEADERBOARD_FIELDS.values())
     meta = pd.DataFrame(results_meta(suite_dir), columns=[*keys, *columns]).drop_duplicates(keys, keep="last")
     merged = board.merge(meta, on=keys, how="left")
-    for column in ("parameters", "embed_dim", "max_tokens"):  # whole numbers, empty where unknown
+    for column in ("n_parameters", "embed_dim", "max_tokens"):  # whole numbers, empty where unknown
         merged[column] = pd.to_numeric(merged[column], errors="coerce").round().astype("Int64")
     at = list(board.columns).index("experiment") + 1
     order = [*board.columns[:at], *columns, *board.columns[at:]]
