@@ -18,7 +18,8 @@ import pandas as pd
 
 from .predictions import PredictionsError, TaskUnits, predictions_folder, task_units
 from .results import load_results
-from .statistics import ALPHA, holm, paired_bootstrap_tasks, verdict
+from .statistics import (ALPHA, Interval, holm, paired_bootstrap_tasks, percentile_interval, resample_indices,
+                         verdict)
 
 COMPARE_COLUMNS = ("task", "score_a", "score_b", "delta", "ci_low", "ci_high", "p_value", "verdict")
 MEAN_ROW = "mean"
@@ -121,6 +122,26 @@ def _table(tasks: list[str], results, run_a, run_b, resamples: int, seed: int) -
               f"a verdict needs p < {ALPHA:.2f}"),
     )
     return frame[list(COMPARE_COLUMNS)]
+
+
+def mean_interval(results_dir: str | os.PathLike, model: str, tasks: Sequence[str] | None = None,
+                  resamples: int = 1000, seed: int = 0) -> Interval:
+    """The bootstrap interval of one model's mean over ``tasks`` (default: all it finished), resampling
+    within every task; the estimate is the mean of mteb's main scores."""
+    import mteb
+
+    results_dir = Path(results_dir)
+    run = resolve_model(_runs(load_results(results_dir)), model, "model")
+    tasks = list(tasks) if tasks is not None else list(dict.fromkeys(run["task"]))
+    cache = mteb.ResultCache(results_dir / "mteb")
+    rng = np.random.default_rng(seed)
+    draws = []
+    for task in tasks:
+        parts = _units(results_dir, cache, run, task)
+        draws.append(_joint_metric(parts)(resample_indices([p.n_units for p in parts], resamples, rng)))
+    estimate = float(np.mean([run.loc[run["task"] == t, "value"].mean() for t in tasks]))
+    low, high = percentile_interval(np.mean(draws, axis=0), estimate)
+    return Interval(estimate, low, high, resamples, seed)
 
 
 def format_comparison(frame: pd.DataFrame, scale: float = 100.0) -> str:

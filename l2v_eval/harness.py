@@ -36,7 +36,7 @@ from .cache_folder import check_cache_folder, folder_bytes, human_bytes
 from .embedding_cache import DEFAULT_CHUNK_TEXTS, CachedEncoder, TaskProgress
 from .model import L2VEncoder, ModelLoadFailed, ModelSpec
 from .intervals import with_intervals
-from .predictions import predictions_folder, save_gold
+from .predictions import PREDICTIONS_DIR, predictions_folder, save_gold
 from .results import (OK, ResultsStore, ResultsTableError, failure_row, l2v_version, now, record_instructions,
                       rows_from_task_result)
 from .tasks.instructions import load_instructions, task_roles
@@ -185,6 +185,7 @@ class RunSummary:
     outcomes: list[TaskOutcome] = field(default_factory=list)
     embedding_cache: Path | None = None
     embedding_cache_bytes: int = 0
+    predictions_bytes: int = 0  # per-unit predictions and gold kept under <output>/predictions
     comparison: str = ""  # the suite's shipped baselines next to this model, when the suite ships any
     rank: int = 0
 
@@ -210,6 +211,9 @@ class RunSummary:
         if self.embedding_cache is not None:
             lines.append(f"Embedding cache: {self.embedding_cache} "
                          f"({human_bytes(self.embedding_cache_bytes)}; `l2v-eval cache info` lists it)")
+        if self.predictions_bytes:
+            lines.append(f"Predictions: {self.output / PREDICTIONS_DIR} ({human_bytes(self.predictions_bytes)}; "
+                         "`l2v-eval compare` reads them)")
         if self.comparison:
             lines.extend(["", self.comparison])
         return "\n".join(lines)
@@ -345,6 +349,8 @@ class Evaluation:
             self.close()
         if self.config.embedding_cache is not None and self.config.embedding_cache.is_dir():
             summary.embedding_cache_bytes = folder_bytes(self.config.embedding_cache)
+        if (self.config.output / PREDICTIONS_DIR).is_dir():
+            summary.predictions_bytes = folder_bytes(self.config.output / PREDICTIONS_DIR)
         summary.comparison = self._comparison()
         return summary
 

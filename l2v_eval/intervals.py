@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from .predictions import PredictionsError, task_units
 from .statistics import bootstrap_interval
 
@@ -34,4 +36,36 @@ def with_intervals(rows: list[Mapping[str, Any]], folder: Path, resamples: int =
             continue
         interval = bootstrap_interval(units.metric, units.n_units, resamples=resamples, seed=seed)
         row.update(ci_low=interval.low, ci_high=interval.high, ci_resamples=resamples, ci_seed=seed)
+    return out
+
+
+HALF_WIDTH = " ±"  # suffix of a leaderboard column holding the half-width of the column it names
+
+
+def with_half_widths(board: pd.DataFrame, frame: pd.DataFrame, suite_dir: Path, scale: float = 100.0,
+                     resamples: int = CI_RESAMPLES, seed: int = CI_SEED) -> pd.DataFrame:
+    """The leaderboard plus ``<task> ±`` (half the width of each task score's interval, from the table) and
+    ``Mean (Task) ±`` (from resampling within every task; models whose predictions were not kept, such as
+    shipped baselines, get none), on the board's scale."""
+    from .comparison import mean_interval
+    from .leaderboard import MEAN_TASK, main_scores
+
+    rows = main_scores(frame)
+    tasks = [c for c in board.columns if c in set(rows["task"])]
+    half = ((rows["ci_high"] - rows["ci_low"]) / 2 * scale).groupby([rows["label"], rows["task"]]).mean()
+    out = board.copy()
+    matrix = half.unstack("task") if not half.empty else pd.DataFrame()
+    for task in tasks:
+        column = matrix[task] if task in matrix else pd.Series(dtype=float)
+        out[task + HALF_WIDTH] = out["label"].map(column).astype(float)
+    means = []
+    for label, complete in zip(out["label"], out["complete"]):
+        try:
+            interval = mean_interval(suite_dir, label, tasks, resamples, seed) if complete else None
+        except (ValueError, FileNotFoundError) as err:  # no kept predictions for this model
+            logger.info("%s: no interval of the mean (%s)", label, err)
+            interval = None
+        means.append((interval.high - interval.low) / 2 * scale if interval is not None else float("nan"))
+    out[MEAN_TASK + HALF_WIDTH] = means
+    out.attrs = dict(board.attrs)
     return out

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .intervals import with_half_widths
 from .results import CSV_NAME, KEY, MODEL_KEY, OK, PARQUET_NAME, load_results
 from .statistics import borda_rank
 
@@ -192,7 +193,9 @@ def format_leaderboard(board: pd.DataFrame, scale: float = 100.0, model_meta: bo
     """The leaderboard as printed: models, coverage and averages (per-task scores are in the CSV); with
     ``model_meta``, the models' parameters, embedding size, token limit and weight memory too."""
     facts = [c for c in ("n_parameters", "embed_dim", "max_tokens", "memory_mb") if model_meta and c in board]
-    columns = ["label", *facts, "n_tasks", "borda_rank", MEAN_TASK, MEAN_TYPE, *board.attrs.get("type_columns", [])]
+    spread = [c for c in (MEAN_TASK + " ±",) if c in board]  # half-width of the mean's 95% interval
+    columns = ["label", *facts, "n_tasks", "borda_rank", MEAN_TASK, *spread, MEAN_TYPE,
+               *board.attrs.get("type_columns", [])]
     shown = board[columns].rename(columns={"n_tasks": "tasks"}).set_index("label")
     shown.index.name = None
     digits = 2 if scale >= 10 else 4
@@ -276,8 +279,11 @@ def _build_and_write(results_dir, output, tasks, scale, baselines) -> tuple[dict
     default = (results_dir.parent if results_dir.is_file() else results_dir) / "leaderboard.csv"
     output = output if output is not None else default
     check_board_output(results_dir, output)
-    boards = build_leaderboards(load_suites(results_dir, baselines=baselines), tasks=tasks, scale=scale)
+    tables = load_suites(results_dir, baselines=baselines)
+    boards = build_leaderboards(tables, tasks=tasks, scale=scale)
     boards = {suite: with_model_meta(board, _suite_dir(results_dir, suite)) for suite, board in boards.items()}
+    boards = {suite: with_half_widths(board, tables[suite], _suite_dir(results_dir, suite), scale)
+              for suite, board in boards.items()}
     return boards, write_leaderboards(boards, output, scale=scale)
 
 

@@ -33,7 +33,11 @@ def config(model, output, **kwargs) -> EvalConfig:
 @pytest.fixture(scope="module")
 def mini_run(tiny_llama, tmp_path_factory):
     out = tmp_path_factory.mktemp("compare-mini")
-    assert run_evaluation(config(tiny_llama, out)).exit_code == 0
+    summary = run_evaluation(config(tiny_llama, out))
+    assert summary.exit_code == 0
+    kept = sum(f.stat().st_size for f in (out / "predictions").rglob("*") if f.is_file())
+    assert summary.predictions_bytes == kept > 0
+    assert f"Predictions: {out / 'predictions'} (" in summary.format()
     return out
 
 
@@ -178,3 +182,19 @@ def test_resampled_metrics_agree_with_sklearn_and_scipy():
             repeat = counts[drawn]  # each drawn position repeated as often as the resample drew its item
             expected.append(v_measure_score(np.repeat(item_gold[drawn], repeat), np.repeat(assigned, repeat)))
         assert vm[row] == pytest.approx(np.mean(expected), abs=1e-12)
+
+
+def test_leaderboard_shows_half_widths_of_task_scores_and_of_the_mean(mini_run, tmp_path, capsys):
+    assert main(["leaderboard", str(mini_run), "-o", str(tmp_path / "board.csv")]) == 0
+    printed = capsys.readouterr().out
+    board = pd.read_csv(tmp_path / "board.csv").set_index("label")
+    table = load_results(mini_run)
+    mains = table[table["is_main_score"]].set_index("task")
+    for task in MINI_TASK_NAMES:
+        expected = 100 * (mains.loc[task, "ci_high"] - mains.loc[task, "ci_low"]) / 2
+        assert board.loc[TINY, f"{task} ±"] == pytest.approx(expected, abs=0.006)  # the CSV rounds to 2 decimals
+    spread = board.loc[TINY, "Mean (Task) ±"]
+    # the mean over five tasks varies less than its tasks do
+    assert 0 < spread < max(board.loc[TINY, f"{task} ±"] for task in MINI_TASK_NAMES)
+    assert board.loc[TINY, "borda_rank"] == 1
+    assert "Mean (Task) ±" in printed and f"{spread:.2f}" in printed
