@@ -4,8 +4,8 @@ Each factory takes one model's per-unit data and returns ``metric(index) -> scor
 (resamples, n_units) matrix of unit indices (a bootstrap draw per row, repeats allowed) and the result the
 metric on each row. A unit drawn k times counts k times, exactly as if the test set held k copies of it.
 
-Per-query retrieval scores come from mteb's own code (pytrec_eval through ``calculate_retrieval_scores``,
-``mrr``). Rank correlations, average precision and the V-measure are written out here because sklearn and
+Per-query retrieval scores come from the code mteb scores with (pytrec_eval, called as mteb's
+``calculate_retrieval_scores`` calls it, and mteb's ``mrr``). Rank correlations, average precision and the V-measure are written out here because sklearn and
 scipy compute them one sample at a time (1,000 resamples x 5 scoring functions of sklearn's
 ``average_precision_score`` take seconds per task); each follows its library's formula (scipy's average
 ranks, sklearn's step-wise AP over distinct thresholds and its entropy-based V-measure), and the tests
@@ -74,15 +74,16 @@ def average_precision(labels: np.ndarray, scores: np.ndarray):
     return metric
 
 
-# mteb's main-score names of retrieval metrics -> pytrec_eval's per-query measure names
-_PYTREC = {"ndcg_at_": "ndcg_cut_", "map_at_": "map_cut_", "recall_at_": "recall_", "precision_at_": "P_",
-           "hit_rate_at_": "success_"}
+# mteb's main-score names of retrieval metrics -> (pytrec_eval measure, its per-query key prefix)
+_PYTREC = {"ndcg_at_": ("ndcg_cut", "ndcg_cut_"), "map_at_": ("map_cut", "map_cut_"), "recall_at_": ("recall", "recall_"),
+           "precision_at_": ("P", "P_"), "hit_rate_at_": ("success", "success_")}
 
 
 def retrieval_per_query(results: Mapping, gold: Mapping, metric: str) -> np.ndarray | None:
     """One score per evaluated query, from mteb's retrieval scoring of the saved rankings; None for a
     metric that is not a per-query average."""
-    from mteb._evaluators.retrieval_metrics import calculate_retrieval_scores, mrr
+    import pytrec_eval
+    from mteb._evaluators.retrieval_metrics import mrr
 
     results = {q: dict(docs) for q, docs in results.items()}
     if gold["ignore_identical_ids"]:  # as mteb's RetrievalEvaluator.evaluate drops them before scoring
@@ -92,15 +93,17 @@ def retrieval_per_query(results: Mapping, gold: Mapping, metric: str) -> np.ndar
     prefix, _, k = metric.rpartition("_at_")
     if not k.isdigit() or int(k) not in k_values:
         return None
+    if gold["skip_first_result"]:  # as mteb's calculate_retrieval_scores
+        results = {q: dict(sorted(docs.items(), key=lambda x: x[1], reverse=True)[1:]) for q, docs in results.items()}
     if prefix == "mrr":
-        if gold["skip_first_result"]:
-            return None
         return np.asarray(mrr(qrels, results, k_values)[f"MRR@{k}"], dtype=float)
-    measure = _PYTREC.get(prefix + "_at_")
-    if measure is None:
+    if prefix + "_at_" not in _PYTREC:
         return None
-    per_query = calculate_retrieval_scores(results, qrels, k_values, gold["skip_first_result"]).all_scores
-    return np.asarray([scores[measure + k] for scores in per_query.values()], dtype=float)
+    family, key = _PYTREC[prefix + "_at_"]
+    # The evaluator calculate_retrieval_scores builds, asked for this one measure only (mteb's also computes
+    # abstention curves for every measure, seconds per task that no resample needs).
+    evaluator = pytrec_eval.RelevanceEvaluator(qrels, {f"{family}." + ",".join(map(str, k_values))})
+    return np.asarray([scores[key + k] for scores in evaluator.evaluate(results).values()], dtype=float)
 
 
 def _entropy(counts: np.ndarray, total: np.ndarray) -> np.ndarray:
