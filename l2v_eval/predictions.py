@@ -57,7 +57,6 @@ def _data(task, split: str, subset: str):
 def _gold_of(task, split: str, subset: str) -> dict[str, Any] | None:
     """What the task's evaluation scored the predictions against, for one split and subset."""
     from mteb.abstasks.classification import AbsTaskClassification
-    from mteb.abstasks.clustering import AbsTaskClustering
     from mteb.abstasks.pair_classification import AbsTaskPairClassification
     from mteb.abstasks.retrieval import AbsTaskRetrieval
     from mteb.abstasks.sts import AbsTaskSTS
@@ -75,9 +74,7 @@ def _gold_of(task, split: str, subset: str) -> dict[str, Any] | None:
         return {"qrels": {q: dict(docs) for q, docs in data["relevant_docs"].items()},
                 "k_values": list(task.k_values), "skip_first_result": bool(task.skip_first_result),
                 "ignore_identical_ids": bool(task.ignore_identical_ids)}
-    if isinstance(task, AbsTaskClustering):
-        return None  # needs the draw order of the whole task: see _clustering_gold
-    return None
+    return None  # other task types (legacy clustering, bitext mining, ...): no per-unit gold here
 
 
 def save_gold(task, folder: Path) -> Path | None:
@@ -158,6 +155,10 @@ def task_units(folder: str | Path, task: str, task_type: str, split: str, subset
     """The resampleable units of one task from its stored predictions and gold. With ``main_score`` (the
     value mteb saved), the metric on all units must round to it, or the predictions belong to another run."""
     folder = Path(folder)
+    builder = _BUILDERS.get(task_type)
+    if builder is None:
+        raise PredictionsError(f"{task}: resampling {task_type} tasks is not supported (their predictions do not "
+                               "split into independent test units)")
     predicted = _read_json(folder / f"{task}{PREDICTIONS_SUFFIX}", "predictions")
     gold = _read_json(folder / f"{task}{GOLD_SUFFIX}", "gold answers")
     try:
@@ -165,10 +166,6 @@ def task_units(folder: str | Path, task: str, task_type: str, split: str, subset
     except (KeyError, TypeError):
         raise PredictionsError(f"{folder / (task + PREDICTIONS_SUFFIX)} has no predictions for split {split!r}, "
                                f"subset {subset!r}") from None
-    builder = _BUILDERS.get(task_type)
-    if builder is None:
-        raise PredictionsError(f"{task}: resampling {task_type} tasks is not supported (their predictions do not "
-                               "split into independent test units)")
     unit, n_units, fn = builder(pred, truth, metric, task)
     units = TaskUnits(task, unit, n_units, fn)
     if main_score is not None and not np.isclose(units.score(), main_score, rtol=0, atol=10 ** -SAVED_DECIMALS):

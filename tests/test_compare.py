@@ -110,7 +110,11 @@ def test_broken_or_foreign_predictions_are_refused_naming_the_file(mini_run, tmp
     with pytest.raises(PredictionsError, match=rf"{sts.name}.*different runs"):
         l2v_eval.compare(out, TINY, TINY, tasks=["L2VMiniSTS"])
 
+    with pytest.raises(PredictionsError, match="BitextMining tasks is not supported"):
+        task_units(folder, "L2VMiniSTS", "BitextMining", "test", "default", "f1")
     (folder / f"L2VMiniRetrieval{GOLD_SUFFIX}").unlink()
+    with pytest.raises(PredictionsError, match=rf"L2VMiniRetrieval{GOLD_SUFFIX} is missing"):
+        l2v_eval.compare(out, TINY, TINY, tasks=["L2VMiniRetrieval"])
     assert main(["compare", str(out), "--models", TINY, TINY, "--tasks", "L2VMiniRetrieval"]) == 2
 
 
