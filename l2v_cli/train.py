@@ -124,6 +124,18 @@ def build_evaluator(config):
         raise ConfigError(f"eval_tasks: {err}") from None
 
 
+def merged_prompts(config) -> dict[str, str] | None:
+    """What the merged encoder carries (``merge_output``): the instructions ``l2v-eval`` gives each task, keyed
+    as mteb's sentence-transformers wrapper looks them up, so plain mteb scores it as l2v-eval does."""
+    if not config.merge_output:
+        return None
+    from l2v_eval.tasks.instructions import load_instructions
+
+    from .convert import evaluation_prompts
+
+    return evaluation_prompts(load_instructions("default"), {})
+
+
 def report(argv: list[str]) -> int:
     from l2v_core.training import ConfigError
     from l2v_core.training.report import write_training_report
@@ -154,16 +166,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_stage_parser(stage).parse_args(head + flags)
     from l2v_core.loading import ModelLoadError
     from l2v_core.training import CheckpointError, ConfigError, DataError, load_config, train
+    from l2v_eval.tasks.bundled import suite_data_roots
 
     try:
         overrides = parse_overrides(rest)
         if args.merge:
             overrides["merge_output"] = True
-        config = load_config(stage, args.config, overrides)
+        config = load_config(stage, args.config, overrides, data_roots=suite_data_roots())
         with warnings.catch_warnings():
             # transformers deprecated a property that peft and accelerate still read; nothing for a user to change.
             warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-            result = train(stage, config, evaluator=build_evaluator(config))
+            result = train(stage, config, evaluator=build_evaluator(config), prompts=merged_prompts(config))
     except (ConfigError, DataError, CheckpointError, ModelLoadError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -11,12 +11,12 @@ import importlib
 
 _EXPORTS = {
     "EvalConfig": "harness",
-    "RunSummary": "harness",
+    "RunSummary": "run_summary",
     "run_evaluation": "harness",
     "build_leaderboard": "leaderboard",
     "compare": "comparison",
     "write_leaderboard": "leaderboard",
-    "L2VEncoder": "model",
+    "L2VEncoder": "encoder_adapter",
     "ModelSpec": "model",
     "write_report": "report",
     "ResultsStore": "results",

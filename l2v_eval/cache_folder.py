@@ -24,7 +24,7 @@ from typing import Any
 
 from l2v_core.files import write_json
 
-from .embedding_cache import HEADER, MAGIC, SUFFIX
+from .embedding_cache.chunks import HEADER, MAGIC, SUFFIX
 
 MANIFEST_NAME = "l2v-cache.json"
 LAYOUT_VERSION = 1

@@ -19,35 +19,38 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .cache_folder import check_cache_folder, folder_bytes, human_bytes
-from .embedding_cache import DEFAULT_CHUNK_TEXTS, CachedEncoder, TaskProgress
-from .model import L2VEncoder, ModelLoadFailed, ModelSpec
+from .cache_folder import check_cache_folder, folder_bytes
+from .embedding_cache.encoder import DEFAULT_CHUNK_TEXTS, CachedEncoder
+from .encoder_adapter import L2VEncoder
 from .intervals import with_intervals
+from .model import ModelLoadFailed, ModelSpec
 from .predictions import PREDICTIONS_DIR, predictions_folder, save_gold
+from .progress import TaskProgress
 from .results import (OK, ResultsStore, ResultsTableError, failure_row, l2v_version, now, record_instructions,
                       rows_from_task_result)
+from .run_summary import (ERROR, MISSING_DATA, SKIPPED, EvaluationInterrupted, RunSummary, TaskOutcome, best_layer,
+                          main_of)
+from .sample_counts import count_samples, counted_from_data, expected_texts, published_samples
 from .tasks.instructions import load_instructions, task_roles
+from .tasks.kinds import MTEB, PROBE, task_kind
 from .tasks.local import MissingDatasetError, dataset_source
-from .tasks.presets import BUNDLED_TASK_NAMES, PRESETS, TASK_TYPES, ProbeTask, TaskRef, resolve_tasks, task_name
+from .tasks.presets import TaskRef, resolve_tasks, task_name
+from .tasks.suites import bundled_task_names, get_suite, suite_name
 
 logger = logging.getLogger(__name__)
 
-MISSING_DATA = "missing-data"
-ERROR = "error"
-SKIPPED = "skipped"
 RESULTS_ROOT = Path("results")
 MTEB_DIR = "mteb"
 EMBEDDING_CACHE_DIR = "embedding-cache"
@@ -55,14 +58,6 @@ EMBEDDING_CACHE_DIR = "embedding-cache"
 QUIET_WARNINGS = (
     (r"`is_gradient_checkpointing` is deprecated", FutureWarning),  # peft reads it while loading an adapter
 )
-# Task types whose rows are pairs of texts (two texts encoded per sample).
-PAIRED_TYPES = {"STS", "PairClassification", "BitextMining"}
-
-
-def suite_name(spec: str) -> str:
-    """The folder a ``--tasks`` spec writes to by default: the preset or task type it names, else ``custom``."""
-    spec = (spec or "").strip()
-    return spec if spec in PRESETS or spec.lower() in TASK_TYPES else "custom"
 
 
 def default_output(spec: str) -> Path:
@@ -145,155 +140,6 @@ class EvalConfig:
                          hub_revision=self.revision)
 
 
-@dataclass
-class TaskOutcome:
-    task: str
-    status: str  # ok | skipped | error | missing-data
-    main_score: float | None = None
-    main_metric: str = ""
-    seconds: float = 0.0  # wall time of the task, model and data loading included
-    error: str = ""
-    encoded: int | None = None  # texts the model encoded (None: not counted, e.g. without a cache)
-    reused: int | None = None  # texts served from the embedding cache (or repeated within the task)
-    load_seconds: float = 0.0  # the model load this task paid for
-
-    @property
-    def failed(self) -> bool:
-        return self.status not in (OK, SKIPPED)
-
-    def detail(self) -> str:
-        if self.failed:
-            return self.error
-        # x100, as every table l2v prints (and the MTEB leaderboard)
-        score = f"{self.main_metric}={100 * self.main_score:.2f}" if _known(self.main_score) else ""
-        if self.status == SKIPPED:
-            return f"{score}  already done".strip()
-        texts = f"{self.encoded:,} texts encoded, {self.reused:,} reused" if self.encoded is not None else ""
-        return "  ".join(part for part in (score, texts) if part)
-
-    def timing(self) -> str:
-        load = f", model load {self.load_seconds:.1f} s" if self.load_seconds > 0 else ""
-        return f"({self.seconds:.1f} s{load})"
-
-
-@dataclass
-class RunSummary:
-    model: str
-    model_revision: str
-    experiment: str
-    output: Path
-    outcomes: list[TaskOutcome] = field(default_factory=list)
-    embedding_cache: Path | None = None
-    embedding_cache_bytes: int = 0
-    predictions_bytes: int = 0  # per-unit predictions and gold kept under <output>/predictions
-    comparison: str = ""  # the suite's shipped baselines next to this model, when the suite ships any
-    rank: int = 0
-
-    @property
-    def failed(self) -> list[TaskOutcome]:
-        return [o for o in self.outcomes if o.failed]
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.failed else 0
-
-    def format(self) -> str:
-        if self.rank != 0:
-            return f"rank {self.rank}: done ({len(self.failed)} failed); rank 0 prints the summary"
-        counts = {s: sum(o.status == s for o in self.outcomes) for s in (OK, SKIPPED)}
-        head = (f"{self.model} @ {self.model_revision}{' [' + self.experiment + ']' if self.experiment else ''}: "
-                f"{len(self.outcomes)} task(s), {counts[OK]} evaluated, {counts[SKIPPED]} already done, "
-                f"{len(self.failed)} failed; results in {self.output}")
-        width = max([len(o.task) for o in self.outcomes] + [4])
-        lines = [head]
-        for o in self.outcomes:
-            lines.append(f"  {o.task:<{width}}  {o.status:<12} {o.detail()}  {o.timing()}")
-        if self.embedding_cache is not None:
-            lines.append(f"Embedding cache: {self.embedding_cache} "
-                         f"({human_bytes(self.embedding_cache_bytes)}; `l2v-eval cache info` lists it)")
-        if self.predictions_bytes:
-            lines.append(f"Predictions: {self.output / PREDICTIONS_DIR} ({human_bytes(self.predictions_bytes)}; "
-                         "`l2v-eval compare` reads them)")
-        if self.comparison:
-            lines.extend(["", self.comparison])
-        return "\n".join(lines)
-
-
-def _known(value: float | None) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-
-def _split_data(task, split: str, subset: str):
-    data = task.dataset
-    if subset not in data and subset == "default":
-        return data[split]
-    return data[subset][split]
-
-
-def _count(data) -> int | None:
-    if isinstance(data, Mapping) and "queries" in data and "corpus" in data:
-        return len(data["queries"]) + len(data["corpus"])
-    columns = getattr(data, "column_names", None)
-    if columns is None:
-        return None
-    if "sentences" in columns and len(data) and isinstance(data[0]["sentences"], list):
-        return sum(len(s) for s in data["sentences"])  # legacy clustering: one row per set of sentences
-    return len(data)
-
-
-def count_samples(task) -> dict[tuple[str, str], int | None]:
-    """Texts (or pairs) per (split, subset) in a loaded task, counted as mteb's statistics count them."""
-    counts = {}
-    for split in task.eval_splits:
-        for subset in task.hf_subsets:
-            try:
-                counts[(split, subset)] = _count(_split_data(task, split, subset))
-            except (KeyError, TypeError, IndexError):
-                counts[(split, subset)] = None
-    return counts
-
-
-def published_samples(task) -> dict[tuple[str, str], int | None]:
-    """Sample counts from the statistics mteb ships with a task, for results read from the cache."""
-    counts = {}
-    try:
-        stats = task.metadata.descriptive_stats or {}
-    except Exception:  # tasks without a statistics file
-        stats = {}
-    for split in task.eval_splits:
-        split_stats = stats.get(split) or {}
-        per_subset = split_stats.get("hf_subset_descriptive_stats") or {}
-        for subset in task.hf_subsets:
-            entry = per_subset.get(subset) or (split_stats if len(task.hf_subsets) == 1 else {})
-            counts[(split, subset)] = entry.get("num_samples")
-    return counts
-
-
-def expected_texts(task_type: str, n_samples: Mapping[Any, int | None]) -> int | None:
-    """About how many texts a task encodes, for its progress bar (which grows if it is more)."""
-    counts = [n for n in n_samples.values() if n]
-    if not counts:
-        return None
-    return sum(counts) * (2 if task_type in PAIRED_TYPES else 1)
-
-
-def _main_of(rows) -> tuple[float | None, str]:
-    mains = [r for r in rows if r.get("is_main_score")]
-    if not mains:
-        return None, ""
-    values = [float(r["value"]) for r in mains]
-    return sum(values) / len(values), str(mains[0]["metric"])
-
-
-def _best_layer(rows) -> tuple[float | None, str]:
-    """A probe's headline: its main metric at the best layer."""
-    mains = [r for r in rows if r.get("is_main_score")]
-    if not mains:
-        return None, ""
-    best = max(mains, key=lambda r: r["value"])
-    return float(best["value"]), f"{best['metric']}@layer{best.get('layer')}"
-
-
 @contextlib.contextmanager
 def terminal_output() -> Iterator[None]:
     """Log lines printed through tqdm (so they never break a progress bar), third-party deprecation
@@ -330,6 +176,7 @@ class Evaluation:
                        if config.embedding_cache is not None else None)
         self.identity = {"model": self.spec.model_name, "model_revision": self.spec.revision,
                          "experiment": self.spec.experiment}
+        self._runners = {MTEB: self._run_mteb, PROBE: self._run_probe}  # by task kind (tasks/kinds.py)
 
     def run(self) -> RunSummary:
         summary = RunSummary(output=self.config.output, embedding_cache=self.config.embedding_cache,
@@ -363,7 +210,7 @@ class Evaluation:
     def _run_task(self, task: TaskRef, label: str) -> TaskOutcome:
         start = time.monotonic()
         try:
-            outcome = self._run_probe(task) if isinstance(task, ProbeTask) else self._run_mteb(task, label)
+            outcome = self._runners[task_kind(task)](task, label)
         except (ModelLoadFailed, ResultsTableError):
             raise  # every remaining task would fail the same way
         except MissingDatasetError as err:
@@ -411,7 +258,7 @@ class Evaluation:
         if not self.config.overwrite and not unreadable:
             done = self._done(name)
             if expected <= set(zip(done["split"], done["subset"])):
-                score, metric = _main_of(done.to_dict("records"))
+                score, metric = main_of(done.to_dict("records"))
                 return TaskOutcome(name, SKIPPED, score, metric)
         must_compute = existing is None or bool(existing.get_missing_evaluations(task))
         result, n_samples, load_seconds, progress = self._evaluate(task, must_compute, label)
@@ -422,15 +269,15 @@ class Evaluation:
         task_result = self.cache.load_task_result(name, self.encoder.mteb_model_meta) or result.task_results[0]
         if not any(n_samples.values()):
             n_samples = published_samples(task)
-        if not any(n_samples.values()) and not must_compute:
-            n_samples = self._count_from_data(task)  # rows rebuilt from mteb's JSON: count what was scored
+        if not any(n_samples.values()) and not must_compute:  # rows rebuilt from mteb's JSON: count what was scored
+            n_samples = counted_from_data(task, self.config.data_dir)
         rows = rows_from_task_result(task_result, task.metadata, n_samples=n_samples, **self.identity)
         rows = with_intervals(rows, predictions_folder(self.cache, name, self.encoder.mteb_model_meta))
         self.store.upsert(rows)
         record_instructions(self.cache.get_task_result_path(name, self.encoder.mteb_model_meta).parent, name,
                             {role: self.encoder.instruction_for(task.metadata, prompt_type) or ""
                              for role, prompt_type in task_roles(task).items()})
-        score, metric = _main_of(rows)
+        score, metric = main_of(rows)
         counted = self.cached is not None
         return TaskOutcome(name, OK, score, metric, encoded=progress.encoded if counted else None,
                            reused=progress.reused if counted else None, load_seconds=load_seconds)
@@ -476,31 +323,15 @@ class Evaluation:
                     task.unload_data()
         return result, n_samples, load_seconds, progress
 
-    def _count_from_data(self, task) -> dict:
-        """Samples per split and subset, from the task's data (loaded for this, the model is not)."""
-        from mteb.abstasks.aggregated_task import AbsTaskAggregate
-
-        if isinstance(task, AbsTaskAggregate):
-            return {}
-        with dataset_source(self.config.data_dir, task.metadata.name):
-            loaded_here = not task.data_loaded
-            if loaded_here:
-                task.load_data()
-            try:
-                return count_samples(task)
-            finally:
-                if loaded_here:
-                    task.unload_data()
-
     # ------------------------------------------------------------------ probes
-    def _run_probe(self, task: ProbeTask) -> TaskOutcome:
+    def _run_probe(self, task, label: str) -> TaskOutcome:
         name = task.metadata.name
         layers = self.config.probe_layers
         if not self.config.overwrite:
             done = self._done(name)
             have = set(done["layer"].dropna().astype(int))
             if not done.empty and (layers is None or set(layers) <= have):
-                return TaskOutcome(name, SKIPPED, *_best_layer(done.to_dict("records")))
+                return TaskOutcome(name, SKIPPED, *best_layer(done.to_dict("records")))
         load_seconds = self._load_model()
         rows = task.evaluate(
             encoder=self.encoder.model, model_name=self.identity["model"],
@@ -514,7 +345,7 @@ class Evaluation:
                     "created_at": now()}
         rows = [{**defaults, **row, **self.identity} for row in rows]
         self.store.upsert(rows)
-        return TaskOutcome(name, OK, *_best_layer(rows), load_seconds=load_seconds)
+        return TaskOutcome(name, OK, *best_layer(rows), load_seconds=load_seconds)
 
     # ------------------------------------------------------------------ bookkeeping
     def _record_failure(self, task: TaskRef, status: str, error: str, start: float) -> TaskOutcome:
@@ -531,19 +362,19 @@ class Evaluation:
 
     def _comparison(self) -> str:
         """The suite's shipped baselines next to this model, for a run of a suite that ships them."""
-        from .leaderboard import comparison_table, shipped_baselines
+        from .leaderboard import comparison_table
 
-        suite = suite_name(self.config.tasks)
-        baselines = shipped_baselines(suite)
+        suite = get_suite(suite_name(self.config.tasks))
+        baselines = suite.shipped_baselines() if suite is not None else None
         if baselines is None or world_rank() != 0:
             return ""
         if not self.config.baselines:
             baselines = baselines.iloc[0:0]
-        names = [task_name(t) for t in self.tasks if not isinstance(t, ProbeTask)]
+        names = [task_name(t) for t in self.tasks if task_kind(t) == MTEB]
         ours = self.store.load()
         mask = ((ours["model"] == self.identity["model"]) & (ours["model_revision"] == self.identity["model_revision"])
                 & (ours["experiment"] == self.identity["experiment"]))
-        return comparison_table(ours.loc[mask.fillna(False)], baselines, tasks=names, suite=suite)
+        return comparison_table(ours.loc[mask.fillna(False)], baselines, tasks=names, suite=suite.name)
 
     def _mteb_dir_for_this_rank(self) -> Path:
         """Under torchrun every rank runs the same tasks (encoding is sharded inside); only rank 0
@@ -558,20 +389,6 @@ class Evaluation:
         if mteb_dir.is_dir():
             shutil.copytree(mteb_dir, snapshot)
         return snapshot
-
-
-class EvaluationInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a run, with what had finished (every finished task is already in the table)."""
-
-    def __init__(self, summary: RunSummary, n_tasks: int):
-        super().__init__()
-        self.summary, self.n_tasks = summary, n_tasks
-
-    def message(self) -> str:
-        done = sum(not o.failed for o in self.summary.outcomes)
-        return (f"interrupted: {done} of {self.n_tasks} task(s) finished, their results are in "
-                f"{self.summary.output}; re-running the same command resumes (finished tasks are skipped, vectors "
-                "already encoded are read from the embedding cache)")
 
 
 def world_rank() -> int:
@@ -612,7 +429,7 @@ def download_task_data(spec: str, data_dir: str | os.PathLike) -> list[str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     fetched = []
     for task in resolve_tasks(spec):
-        if isinstance(task, ProbeTask) or task.metadata.name in BUNDLED_TASK_NAMES:
+        if task_kind(task) != MTEB or task.metadata.name in bundled_task_names():
             continue
         parts = list(task.metadata.tasks) if isinstance(task, AbsTaskAggregate) else [task]
         for part in parts:

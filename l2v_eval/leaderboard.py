@@ -13,8 +13,8 @@ as on the MTEB leaderboard (``scale=1`` keeps the raw 0–1 values).
 
 A results folder is either one suite's folder (``results/l2v-mini``: ``scores.parquet`` /
 ``scores.csv``) or a folder of them (``results/``); each suite is ranked on its own. A
-suite ``l2v-<x>`` may ship baseline rows in the package (``l2v_eval/tasks/<x>/baselines.csv``,
-the columns of ``scores.csv``); they are ranked beside the folder's own rows.
+suite may ship baseline rows in the package (its record in :mod:`l2v_eval.tasks.suites` says
+where; the columns of ``scores.csv``); they are ranked beside the folder's own rows.
 """
 from __future__ import annotations
 
@@ -30,8 +30,7 @@ from .statistics import borda_rank
 
 MEAN_TASK = "Mean (Task)"
 MEAN_TYPE = "Mean (TaskType)"
-BASELINES_NAME = "baselines.csv"
-TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # shipped files are named relative to it
 
 
 def model_labels(frame: pd.DataFrame) -> pd.Series:
@@ -115,24 +114,27 @@ def build_leaderboard(frame: pd.DataFrame, tasks: Mapping[str, str] | Sequence[s
 
 def expected_tasks(spec: str) -> dict[str, str]:
     """Task name → task type for a ``--tasks`` spec (probe tasks left out: they are ranked per layer)."""
-    from .probes.tasks import TASK_TYPE as PROBE_TYPE
+    from .tasks.kinds import MTEB, task_kind
     from .tasks.presets import resolve_tasks
 
-    return {t.metadata.name: t.metadata.type for t in resolve_tasks(spec) if t.metadata.type != PROBE_TYPE}
+    return {t.metadata.name: t.metadata.type for t in resolve_tasks(spec) if task_kind(t) == MTEB}
 
 
 # ---------------------------------------------------------------------- suites and shipped baselines
 def shipped_baselines_path(suite: str) -> Path | None:
-    """``l2v_eval/tasks/<x>/baselines.csv`` for the suite ``l2v-<x>``, when the package ships one."""
-    if not suite or not suite.startswith("l2v-"):
-        return None
-    path = TASKS_DIR / suite.removeprefix("l2v-") / BASELINES_NAME
-    return path if path.is_file() else None
+    """The baseline rows the package ships for ``suite`` (its record says where), when it ships any."""
+    from .tasks.suites import get_suite
+
+    record = get_suite(suite)
+    path = record.baselines if record is not None else None
+    return path if path is not None and path.is_file() else None
 
 
 def shipped_baselines(suite: str) -> pd.DataFrame | None:
-    path = shipped_baselines_path(suite)
-    return load_results(path) if path is not None else None
+    from .tasks.suites import get_suite
+
+    record = get_suite(suite)
+    return record.shipped_baselines() if record is not None else None
 
 
 def with_baselines(frame: pd.DataFrame, baselines: pd.DataFrame | None) -> pd.DataFrame:
@@ -296,6 +298,13 @@ def _short_names(tasks: list[str]) -> dict[str, str]:
     return {t: t[len(prefix):] for t in tasks}
 
 
+def _measured_with(suite: str) -> str:
+    from .tasks.suites import get_suite
+
+    record = get_suite(suite)
+    return f", measured with the {record.instructions} instructions" if record is not None else ""
+
+
 def comparison_table(ours: pd.DataFrame, baselines: pd.DataFrame, tasks: Sequence[str], suite: str) -> str:
     """A compact table of this run's model (marked ``*``, first) and the suite's shipped baseline
     models: main score ×100 per task and their mean; empty when there is nothing to compare."""
@@ -313,8 +322,8 @@ def comparison_table(ours: pd.DataFrame, baselines: pd.DataFrame, tasks: Sequenc
         ["_mine", "Mean"], ascending=[False, False], na_position="last").drop(columns="_mine")
     table.index = [("* " if label in mine else "  ") + label for label in table.index]
     source = shipped_baselines_path(suite)
-    where = f" ({source.relative_to(TASKS_DIR.parent.parent)})" if source is not None else ""
+    where = f" ({source.relative_to(PACKAGE_ROOT)})" if source is not None else ""
     note = (f"{suite}: main score ×100 per task (higher is better) and their mean; * marks this run, the other "
-            f"rows are the baselines shipped with l2v{where}." if not baselines.empty else
+            f"rows are the baselines shipped with l2v{where}{_measured_with(suite)}." if not baselines.empty else
             f"{suite}: main score ×100 per task (higher is better) and their mean (shipped baselines left out).")
     return note + "\n" + table.to_string(na_rep="-", float_format=lambda v: f"{v:.1f}")

@@ -1,5 +1,5 @@
-"""The model side of an evaluation: what a ``--model`` name is, its identity, and the
-mteb encoder that wraps it.
+"""The model side of an evaluation: what a ``--model`` name is and its identity (the mteb encoder
+that wraps it is :class:`l2v_eval.encoder_adapter.L2VEncoder`).
 
 A name may be an l2v / llm2vec directory, a ``.gguf`` file, ``bundled`` / ``bundled-l2v``, a
 Hugging Face Hub id (fetched like mteb and transformers fetch it, or read from the cache
@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from mteb.models.abs_encoder import AbsEncoder, get_prompt_name
 from mteb.models.model_meta import ModelMeta, ScoringFunction
 
 from l2v_core import hub, loading
@@ -338,88 +336,3 @@ class ModelSpec:
         )
         model.model.to(device)
         return model
-
-
-class L2VEncoder(AbsEncoder):
-    """mteb encoder for any :class:`ModelSpec`; the model loads on first use.
-
-    Decoder models get ``[instruction, text]`` pairs so LLM2Vec leaves the instruction
-    tokens out of the pooled vector; sentence-transformers models get the instruction as
-    an ST prompt (with ``default`` instructions, the model's own configured prompts).
-    """
-
-    def __init__(self, spec: ModelSpec, *, batch_size: int = 32, show_progress_bar: bool = True):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.spec = spec
-        self.batch_size = batch_size
-        self.show_progress_bar = show_progress_bar
-        self.mteb_model_meta = spec.model_meta()
-        self._model = None
-        self._load_error: ModelLoadFailed | None = None
-        self._warned_empty = False
-
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
-    @property
-    def model(self):
-        if self._model is None:
-            if self._load_error is not None:
-                raise self._load_error
-            logger.info("Loading %s (%s) from %s", self.spec.model_name, self.spec.kind, self.spec.path)
-            try:
-                self._model = self.spec.load()
-            except Exception as err:
-                self._load_error = ModelLoadFailed(f"Could not load model {self.spec.path!r}: {err}")
-                raise self._load_error from err
-            # The loaded weights give exact sizes (GGUF, Hub models and adapters included); the identity
-            # (name, revision, experiment) stays what it was, so results are filed where they were looked up.
-            self.mteb_model_meta = self.mteb_model_meta.model_copy(update=model_facts.loaded_facts(self._model))
-        return self._model
-
-    def instruction_for(self, task_metadata, prompt_type=None) -> str | None:
-        """The instruction this encoder puts before the texts of a task (``prompt_type`` query or document
-        for retrieval-like tasks): the spec's instructions, or for a sentence-transformers model with
-        ``default`` instructions the prompt it carries for the task, as mteb looks it up (None where it has
-        none: the model's default prompt, if any, then applies, as under mteb). Loads such a model."""
-        if self.spec.kind == "sentence-transformers" and self.spec.instructions.label == "default":
-            prompts = getattr(self.model, "prompts", None) or None
-            name = get_prompt_name(prompts, task_metadata, prompt_type)
-            return prompts[name] if name else None
-        return self.spec.instructions.for_task(task_metadata, prompt_type)
-
-    def _texts(self, inputs) -> list[str]:
-        texts: list[str] = []
-        for batch in inputs:
-            if "text" in batch:
-                texts.extend(batch["text"])
-            else:  # documents given as title + body only: join them as mteb does
-                titles = batch.get("title") or [""] * len(batch["body"])
-                texts.extend(f"{t} {b}".strip() for t, b in zip(titles, batch["body"], strict=True))
-        empty = [i for i, t in enumerate(texts) if not t]
-        if empty:
-            # LLM2Vec refuses empty strings; real corpora contain a few empty documents.
-            if not self._warned_empty:
-                logger.debug("%d empty text(s) in the task data (first at index %d) are encoded as a single space",
-                               len(empty), empty[0])
-                self._warned_empty = True
-            for i in empty:
-                texts[i] = " "
-        return texts
-
-    def encode(self, inputs, *, task_metadata, hf_split: str, hf_subset: str, prompt_type=None, **kwargs: Any):
-        texts = self._texts(inputs)
-        batch_size = int(kwargs.get("batch_size") or self.batch_size)
-        show = bool(kwargs.get("show_progress_bar", self.show_progress_bar))
-        model = self.model
-        instruction = self.instruction_for(task_metadata, prompt_type)
-        if self.spec.kind == "sentence-transformers":
-            vectors = model.encode(texts, batch_size=batch_size, show_progress_bar=show,
-                                   convert_to_numpy=True, prompt=instruction)
-        else:
-            vectors = model.encode([[instruction, t] for t in texts], batch_size=batch_size,
-                                   show_progress_bar=show, convert_to_numpy=True,
-                                   device=self.spec.resolved_device())
-        return np.asarray(vectors, dtype=np.float32)

@@ -35,18 +35,31 @@ class RegistryModel:
 
 
 def loader_kwargs(meta) -> dict[str, Any]:
-    """The keyword arguments mteb's loader would pass: ``loader_kwargs`` and those bound in the loader closure."""
+    """The keyword arguments mteb's loader would pass for a registry entry.
+
+    ``ModelMeta.loader_kwargs`` is the public field, and it wins wherever it names the base. mteb 2.26's
+    LLM2Vec entries leave it empty: each loader is a closure (``llm2vec_models._loader``) holding the base
+    and adapter ids, and no public field or function of mteb names them. Only then are they read from the
+    closure, here and nowhere else; ``tests/test_eval_hub.py`` fails when mteb changes that shape.
+    """
+    public = dict(getattr(meta, "loader_kwargs", None) or {})
+    if "base_model_name_or_path" in public:
+        return public
+    return {**_closure_kwargs(getattr(meta, "loader", None)), **public}
+
+
+def _closure_kwargs(loader) -> dict[str, Any]:
+    """The dicts a loader closure binds (mteb 2.26: ``_loader``'s keyword arguments), merged."""
+    if not callable(loader):
+        return {}
+    try:
+        bound = inspect.getclosurevars(loader).nonlocals
+    except (TypeError, ValueError):
+        return {}
     kwargs: dict[str, Any] = {}
-    loader = getattr(meta, "loader", None)
-    if callable(loader):
-        try:
-            bound = inspect.getclosurevars(loader).nonlocals
-        except (TypeError, ValueError):
-            bound = {}
-        for value in bound.values():
-            if isinstance(value, dict):
-                kwargs.update(value)
-    kwargs.update(getattr(meta, "loader_kwargs", None) or {})
+    for value in bound.values():
+        if isinstance(value, dict):
+            kwargs.update(value)
     return kwargs
 
 
@@ -57,7 +70,9 @@ def llm2vec_models() -> dict[str, RegistryModel]:
 
     found: dict[str, RegistryModel] = {}
     for meta in mteb.get_model_metas():
-        if "LLM2Vec" not in (meta.framework or []):
+        # An entry without a loader loads nothing: e.g. an l2v result's own ModelMeta, which
+        # mteb_registry.register_models adds so that mteb's summaries list l2v's models.
+        if "LLM2Vec" not in (meta.framework or []) or not callable(meta.loader):
             continue
         kwargs = loader_kwargs(meta)
         base = kwargs.get("base_model_name_or_path")

@@ -87,15 +87,13 @@ def _legend_outside(ax) -> None:
 
 def _bar_chart(data: pd.DataFrame, title: str, ylabel: str, path: Path, natural_top: float = 100.0) -> None:
     """Grouped bars: one group per row of ``data`` (index), one bar per column (model), each labelled."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state in a library call
 
     groups, models = list(data.index), list(data.columns)
     width = 0.8 / max(len(models), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(groups) * max(1, len(models) / 3) + 2), 4.5))
+    fig = Figure(figsize=(max(6.0, 1.3 * len(groups) * max(1, len(models) / 3) + 2), 4.5))
+    ax = fig.subplots()
     x = np.arange(len(groups))
     values = data.astype(float).to_numpy()
     upright = len(models) > 3  # side by side, horizontal labels of many bars would overlap
@@ -111,17 +109,14 @@ def _bar_chart(data: pd.DataFrame, title: str, ylabel: str, path: Path, natural_
     ax.axhline(0, color="black", linewidth=0.5)
     _legend_outside(ax)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 def _line_chart(frame: pd.DataFrame, title: str, ylabel: str, path: Path) -> None:
     """Value against layer, one line per label; probe metrics are 0–1."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for label, group in frame.groupby("label", sort=True):
         group = group.sort_values("layer")
         ax.plot(group["layer"].astype(int), group["value"].astype(float), marker="o", label=str(label))
@@ -132,7 +127,6 @@ def _line_chart(frame: pd.DataFrame, title: str, ylabel: str, path: Path) -> Non
     ax.grid(alpha=0.3)
     _legend_outside(ax)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 def _probe_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -251,6 +245,14 @@ def render_html(blocks: list[Block], title: str) -> str:
             f"<style>{style}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
 
 
+def _described(suite: str) -> str:
+    """A known suite's description (its record in :mod:`l2v_eval.tasks.suites`), as a sentence before the counts."""
+    from .tasks.suites import get_suite
+
+    record = get_suite(suite)
+    return f"{record.description} " if record is not None else ""
+
+
 def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike, title: str | None = None,
                  baselines: bool = True) -> Path:
     """Write ``report.md``, ``report.html`` and the plots into ``out_dir``; returns the Markdown path
@@ -264,12 +266,14 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike, tit
     title = title or f"l2v evaluation report: {out_dir.name}"
     stamp = f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
     if len(tables) == 1:
-        (frame,) = tables.values()
-        blocks = [Block("heading", title, 1), *build_blocks(frame, out_dir, None, intro=f"{stamp} from ")]
+        ((suite, frame),) = tables.items()
+        intro = f"{_described(suite)}{stamp} from "
+        blocks = [Block("heading", title, 1), *build_blocks(frame, out_dir, None, intro=intro)]
     else:
         blocks = [Block("heading", title, 1), Block("text", f"{stamp}; one section per suite.")]
         for suite, frame in tables.items():
-            blocks += [Block("heading", suite, 2), *build_blocks(frame, out_dir, None, 3, f"{_slug(suite)}_")]
+            blocks += [Block("heading", suite, 2),
+                       *build_blocks(frame, out_dir, None, 3, f"{_slug(suite)}_", intro=_described(suite))]
     md_path = out_dir / "report.md"
     atomic_write(md_path, lambda p: Path(p).write_text(render_markdown(blocks), encoding="utf-8"))
     atomic_write(out_dir / "report.html", lambda p: Path(p).write_text(render_html(blocks, title), encoding="utf-8"))

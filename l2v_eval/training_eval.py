@@ -33,7 +33,8 @@ from sentence_transformers.sentence_transformer.evaluation import SentenceEvalua
 
 from l2v_core.distributed import this_process_only, world
 
-from .live import LiveEncoder, LiveEvalError, evaluate_encoder, load_eval_tasks
+from .encoder_adapter import L2VEncoder
+from .live import LiveEvalError, evaluate_encoder, load_eval_tasks
 from .tasks.local import MissingDatasetError
 from .tasks.presets import UnknownTaskError
 
@@ -80,7 +81,7 @@ class MtebEvaluator(SentenceEvaluator):
         except (UnknownTaskError, LiveEvalError, MissingDatasetError) as err:
             raise EvalTasksError(f"evaluation tasks {self.spec!r}: {err}") from None
         self.task_names = [task.metadata.name for task in self.tasks]
-        self._live: LiveEncoder | None = None
+        self._live: L2VEncoder | None = None
 
     def __call__(self, model, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
         encoder = getattr(model[0], "encoder", None) if len(model) else None
@@ -105,8 +106,8 @@ class MtebEvaluator(SentenceEvaluator):
         """Task -> main score and the mean, on rank 0 (``{}`` elsewhere); ``owner``'s modes are put back."""
         if world()[0] != 0:
             return {}
-        if self._live is None or self._live.encoder is not encoder:
-            self._live = LiveEncoder(encoder, name="l2v/training", batch_size=self.batch_size)
+        if self._live is None or self._live.model is not encoder:
+            self._live = L2VEncoder.from_llm2vec(encoder, name="l2v/training", batch_size=self.batch_size)
         began = time.perf_counter()
         with (training_state_kept(owner), encode_length(encoder, self.max_length), torch.inference_mode(),
               this_process_only(), warnings_summarised()):

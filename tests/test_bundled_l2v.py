@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from l2v_core import loading
-from l2v_core.training import load_config
+from l2v_core.training import ConfigError, load_config
+from l2v_eval.tasks.bundled import suite_data_roots
 from l2v_eval.tasks.real import TRAIN_DIR
 
 RECIPE = Path(loading.__file__).resolve().parent / "training" / "recipes" / "bundled-l2v.json"
@@ -23,10 +24,18 @@ def test_the_adapter_ships_small_and_names_its_base_portably():
 
 
 def test_the_recipe_is_a_valid_config_on_the_suites_training_split(tmp_path):
-    config = load_config("supervised", str(RECIPE), {"output_dir": str(tmp_path / "run")})
+    config = load_config("supervised", str(RECIPE), {"output_dir": str(tmp_path / "run")},
+                         data_roots=suite_data_roots())
     assert config.base_model == "bundled"
     assert Path(config.train_file).resolve() == (TRAIN_DIR / "pairs.jsonl.gz").resolve()
     assert config.eval_tasks == "l2v-real"
+    assert "l2v_eval" not in RECIPE.read_text()  # the core's files name no path inside the evaluation package
+
+
+def test_a_named_data_folder_unknown_to_the_caller_is_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"`train_file` 'l2v-real:train/pairs.jsonl.gz' names the data folder "
+                                          r"'l2v-real', which is not known here"):
+        load_config("supervised", str(RECIPE), {"output_dir": str(tmp_path / "run")})
 
 
 @pytest.mark.slow

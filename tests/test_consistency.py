@@ -9,8 +9,9 @@ import pytest
 from mteb.types import PromptType
 
 from l2v_cli.convert import main as convert
+from l2v_eval.encoder_adapter import L2VEncoder
 from l2v_eval.harness import EvalConfig, run_evaluation
-from l2v_eval.model import L2VEncoder, ModelSpec
+from l2v_eval.model import ModelSpec
 from l2v_eval.results import load_results
 from l2v_eval.tasks.instructions import GENERAL_QUERY_INSTRUCTION, load_instructions
 from l2v_eval.tasks.mini import MINI_TASK_NAMES

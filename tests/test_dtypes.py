@@ -70,7 +70,7 @@ def test_tiny_model_encodes_in_bf16_on_cpu_close_to_fp32(tiny_llama, cpu_bf16):
 
 
 def _settings(spec):
-    from l2v_eval.embedding_cache import encoder_settings
+    from l2v_eval.encoder_adapter import encoder_settings
 
     return encoder_settings(SimpleNamespace(mteb_model_meta=spec.model_meta(), spec=spec))
 

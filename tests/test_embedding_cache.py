@@ -17,8 +17,8 @@ import pytest
 
 from l2v_cli.eval import main
 from l2v_eval.cache_folder import describe
-from l2v_eval.embedding_cache import (HEADER, SUFFIX, ChunkStore, CorruptChunk, read_chunk, text_keys,
-                                      write_chunk)
+from l2v_eval.embedding_cache.chunks import HEADER, SUFFIX, CorruptChunk, read_chunk, text_keys, write_chunk
+from l2v_eval.embedding_cache.store import ChunkStore
 from l2v_eval.harness import EvalConfig, run_evaluation
 from l2v_eval.model import ModelSpec
 from l2v_eval.results import load_results
@@ -82,7 +82,7 @@ def test_store_plugs_into_mtebs_own_wrapper(tiny_llama, tmp_path):
     import mteb
     from mteb.models.cache_wrappers import CacheBackendProtocol, CachedEmbeddingWrapper
 
-    from l2v_eval.model import L2VEncoder
+    from l2v_eval.encoder_adapter import L2VEncoder
 
     assert isinstance(ChunkStore(tmp_path / "p"), CacheBackendProtocol)
     encoder = L2VEncoder(ModelSpec(str(tiny_llama)), batch_size=16, show_progress_bar=False)
@@ -250,7 +250,7 @@ def test_causal_and_bidirectional_runs_never_share_vectors(tiny_llama):
     """Attention direction decides the vectors, so a --causal run never reads a bidirectional run's cache."""
     from types import SimpleNamespace
 
-    from l2v_eval.embedding_cache import encoder_settings
+    from l2v_eval.encoder_adapter import encoder_settings
 
     def settings(**kwargs):
         spec = ModelSpec(str(tiny_llama), **kwargs)

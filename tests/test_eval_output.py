@@ -3,6 +3,7 @@ next to the user's model, leaderboards and reports over a folder of suites, unre
 scratch copies of other ranks, terminal output, and probe task objects."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import warnings
@@ -15,6 +16,7 @@ from l2v_eval import leaderboard
 from l2v_cli.eval import main
 from l2v_eval.harness import EvalConfig, Evaluation, default_output, run_evaluation, suite_name, terminal_output
 from l2v_eval.results import ResultsStore, load_results, to_frame
+from l2v_eval.tasks import suites
 from l2v_eval.tasks.mini import L2VMiniRetrieval, L2VMiniSTS
 
 
@@ -67,7 +69,8 @@ def test_summary_counts_texts_times_the_model_load_and_shows_the_baselines(suite
 
 def test_a_suite_without_a_baselines_file_prints_no_comparison(suite_run, tiny_llama, monkeypatch, tmp_path):
     root, _ = suite_run
-    monkeypatch.setattr(leaderboard, "TASKS_DIR", tmp_path / "no-baselines")
+    mini = suites.SUITES["l2v-mini"]
+    monkeypatch.setitem(suites.SUITES, "l2v-mini", dataclasses.replace(mini, baselines=tmp_path / "no-baselines.csv"))
     monkeypatch.chdir(root)
     again = run_evaluation(EvalConfig(model=str(tiny_llama), tasks="l2v-mini", show_progress=False),
                            tasks=[L2VMiniSTS()])

@@ -45,3 +45,21 @@ def test_suite_benchmark_lists_the_suite():
     assert [t.metadata.name for t in suite_benchmark("l2v-real").tasks] == list(REAL_TASK_NAMES)
     with pytest.raises(ValueError, match="l2v-nope"):
         suite_benchmark("l2v-nope")
+
+
+def test_mteb_s_own_summary_of_an_l2v_results_folder_lists_the_model(tiny_llama, tmp_path):
+    """mteb drops models its registry does not know from its summary; l2v's results carry their ModelMeta."""
+    from l2v_cli import eval as cli
+    from l2v_eval.results import load_results
+    from l2v_eval.tasks.mteb_registry import suite_summary
+
+    out = tmp_path / "results"
+    assert cli.main(["--model", str(tiny_llama), "--tasks", "l2v-mini", "--output", str(out), "--no-progress"]) == 0
+    summary = suite_summary(out / "mteb", "l2v-mini")
+    assert len(summary) == 1 and summary["Embedding Dimensions"].iloc[0] == 32
+    table = load_results(out)
+    ours = table[table.is_main_score].set_index("task_type")["value"]
+    row = summary.iloc[0]
+    for task_type in ("STS", "Classification", "PairClassification", "Retrieval", "Clustering"):
+        assert row[task_type] == pytest.approx(ours[task_type], abs=1e-9)  # one task per type in l2v-mini
+    assert row["Mean (Task)"] == pytest.approx(ours.mean(), abs=1e-9)

@@ -114,3 +114,29 @@ def test_a_bad_eval_task_is_one_line_naming_the_key_before_training(tiny_llama, 
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: eval_tasks:") and "L2VMiniSTSS" in err and "Traceback" not in err
     assert not (out / "adapter").exists()
+
+
+def test_the_merged_output_carries_evaluation_prompts_training_instructions_and_a_card(tiny_llama, tmp_path):
+    """A published merged encoder scores in plain mteb as l2v-eval scores it: it carries the instructions
+    l2v-eval gives each task type, its training instructions by data set name, and l2v's model card."""
+    import json
+
+    from sentence_transformers import SentenceTransformer
+
+    out = tmp_path / "supervised"
+    assert cli.main(["supervised", sample_path("supervised.json"), "--base_model", str(tiny_llama),
+                     "--output_dir", str(out), "--max_steps", "2", "--merge", *FEW]) == 0
+    prompts = json.loads((out / "config_sentence_transformers.json").read_text())["prompts"]
+    trained = json.loads(Path(sample_path("supervised.json")).read_text())["instructions"]
+    assert {k: prompts[k] for k in trained} == trained  # two data sets, two instructions: one prompt each
+    from l2v_eval.tasks.instructions import load_instructions, sentence_transformer_prompts
+
+    evaluation = sentence_transformer_prompts(load_instructions("default"))
+    assert len(evaluation) > 50 and all(prompts[k] == v for k, v in evaluation.items())
+    card = (out / "README.md").read_text()
+    assert "`stage`: supervised" in card and "`max_steps`: 2" in card and str(tiny_llama) in card
+    st = SentenceTransformer(str(out), trust_remote_code=True, device="cpu")
+    encoder = LLM2Vec.from_pretrained(str(out), dtype="float32")
+    torch.testing.assert_close(st.encode(TEXTS[:1], prompt_name="quotes", convert_to_tensor=True).cpu(),
+                               encoder.encode([[trained["quotes"], TEXTS[0]]], show_progress_bar=False),
+                               rtol=1e-4, atol=1e-4)

@@ -191,6 +191,34 @@ def test_mntp_evaluation_scores_the_encoder_being_trained(tiny_llama, corpus, tm
     assert result.eval_scores["eval_toy_spearman_cosine"] == pytest.approx(again["toy_spearman_cosine"], abs=1e-4)
 
 
+def test_contrastive_evaluation_and_the_saved_encoder_use_the_encoder_s_own_length(tiny_llama, corpus, tmp_path):
+    """Training cuts texts at max_length; evaluation during training and the saved encoder read the encoder's
+    own length (512 here), so the scores logged are those l2v-eval gives the saved adapter."""
+    from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
+    from transformers import TrainerCallback
+
+    class Recording(EmbeddingSimilarityEvaluator):
+        lengths: list = []
+
+        def __call__(self, model, *args, **kwargs):
+            self.lengths.append(model[0].encoder.max_length)
+            return super().__call__(model, *args, **kwargs)
+
+    class TrainingLength(TrainerCallback):
+        lengths: list = []
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            self.lengths.append(model[0].encoder.max_length)
+
+    evaluator = Recording(tiny.CORPUS[:6], tiny.CORPUS[1:7], [0.1, 0.9, 0.3, 0.5, 0.2, 0.8], name="toy")
+    out = tmp_path / "run"
+    values = settings(tiny_llama, "simcse", corpus, out, max_steps=2, eval_tasks="toy", eval_steps=2)
+    result = train("simcse", load_config("simcse", None, values), evaluator=evaluator, callbacks=[TrainingLength()])
+    assert set(TrainingLength.lengths) == {24} and Recording.lengths == [512]
+    saved = json.loads((Path(result.adapter_dir) / "llm2vec_config.json").read_text())
+    assert saved["max_length"] == 512
+
+
 def test_tensorboard_gets_the_loss(tiny_llama, corpus, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -17,20 +17,22 @@ from .report import write_training_report
 from .run import CheckpointError, TrainResult
 
 
-def train(stage: str, config: TrainConfig, evaluator=None, callbacks=()) -> TrainResult:
-    """Run training ``stage`` ("mntp", "simcse" or "supervised") with a config of that stage."""
+def train(stage: str, config: TrainConfig, evaluator=None, callbacks=(), prompts=None) -> TrainResult:
+    """Run training ``stage`` ("mntp", "simcse" or "supervised") with a config of that stage. ``prompts``
+    (name -> instruction): sentence-transformers prompts saved with the merged encoder (``merge_output``),
+    e.g. the instructions evaluation gives each task; the training instruction becomes ``query``."""
     if stage == "mntp":
         from .mntp import train_mntp
 
-        return train_mntp(config, evaluator, callbacks)
+        return train_mntp(config, evaluator, callbacks, prompts)
     if stage == "simcse":
         from .contrastive import train_simcse
 
-        return train_simcse(config, evaluator, callbacks)
+        return train_simcse(config, evaluator, callbacks, prompts)
     if stage == "supervised":
         from .contrastive import train_supervised
 
-        return train_supervised(config, evaluator, callbacks)
+        return train_supervised(config, evaluator, callbacks, prompts)
     raise ConfigError(f"Unknown training stage {stage!r}; choose one of {', '.join(STAGES)}")
 
 

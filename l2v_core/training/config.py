@@ -18,6 +18,7 @@ import json
 import os
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -291,12 +292,14 @@ def build_config(stage: str, values: dict[str, Any]) -> TrainConfig:
     return config
 
 
-def load_config(stage: str, path: str | os.PathLike | None = None,
-                overrides: dict[str, Any] | None = None) -> TrainConfig:
+def load_config(stage: str, path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None,
+                data_roots: Mapping[str, str | os.PathLike] | None = None) -> TrainConfig:
     """Read a JSON config (optional), apply ``overrides``, validate.
 
     Relative paths in the file resolve against the file's folder; relative paths in
-    ``overrides`` against the current directory.
+    ``overrides`` against the current directory. A path written ``NAME:relative/path`` names a file
+    under ``data_roots[NAME]`` (``l2v-train`` passes the bundled suites' folders, so a recipe names
+    ``l2v-real:train/pairs.jsonl.gz`` without knowing where the suite is installed).
     """
     values: dict[str, Any] = {}
     if path is not None:
@@ -318,14 +321,40 @@ def load_config(stage: str, path: str | os.PathLike | None = None,
         if isinstance(value, str) and value and key != "output_dir" and os.path.exists(value):
             overrides[key] = os.path.abspath(value)
     values.update(overrides)
-    return build_config(stage, values)
+    return build_config(stage, _resolve_named_data(values, data_roots or {}))
+
+
+def _named_data(value: Any) -> tuple[str, str] | None:
+    """``("l2v-real", "train/pairs.jsonl.gz")`` for ``"l2v-real:train/pairs.jsonl.gz"``; None for a plain path
+    (a one-letter name is a Windows drive, a name holding a slash is a path)."""
+    if not isinstance(value, str) or ":" not in value:
+        return None
+    name, rest = value.split(":", 1)
+    if len(name) < 2 or "/" in name or "\\" in name or not rest or rest.startswith("//"):
+        return None
+    return name, rest
+
+
+def _resolve_named_data(values: dict[str, Any], data_roots: Mapping[str, str | os.PathLike]) -> dict[str, Any]:
+    out = dict(values)
+    for key in PATH_KEYS:
+        named = _named_data(out.get(key))
+        if named is None or key in ("base_model", "mntp_adapter"):
+            continue
+        name, rest = named
+        if name not in data_roots:
+            known = ", ".join(sorted(data_roots)) or "none given"
+            raise ConfigError(f"`{key}` {out[key]!r} names the data folder {name!r}, which is not known here "
+                              f"(known: {known}; l2v-train knows the bundled suites' folders)")
+        out[key] = os.path.join(os.fspath(data_roots[name]), rest)
+    return out
 
 
 def _resolve_paths(values: dict[str, Any], folder: str) -> dict[str, Any]:
     out = dict(values)
     for key in PATH_KEYS:
         value = out.get(key)
-        if not isinstance(value, str) or not value or os.path.isabs(value):
+        if not isinstance(value, str) or not value or os.path.isabs(value) or _named_data(value):
             continue
         candidate = os.path.normpath(os.path.join(folder, os.path.expanduser(value)))
         # A model may also be a hub id ("org/name"): keep it when nothing exists at the relative path.

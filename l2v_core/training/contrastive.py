@@ -36,10 +36,12 @@ CONTRASTIVE = ("MultipleNegativesRankingLoss", "CachedMultipleNegativesRankingLo
 
 
 def load_encoder(config: ContrastiveConfig) -> LLM2Vec:
-    """The encoder to train: base (+ merged MNTP adapter), bidirectional, dropout set, fresh LoRA."""
+    """The encoder to train: base (+ merged MNTP adapter), bidirectional, dropout set, fresh LoRA.
+    Its ``max_length`` is its own (the base's, else 512): the length it is evaluated and saved with;
+    training cuts texts at ``config.max_length`` (see :func:`train_contrastive`)."""
     encoder = LLM2Vec.from_pretrained(config.base_model, peft_model_name_or_path=config.mntp_adapter, merge_peft=True,
                                       enable_bidirectional=True, pooling_mode=config.pooling_mode,
-                                      max_length=config.max_length, **model_kwargs(config))
+                                      **model_kwargs(config))
     model = trainable_copy(encoder.model)
     make_bidirectional(model)
     set_attention_dropout(model, config.attention_dropout)
@@ -54,7 +56,7 @@ def load_encoder(config: ContrastiveConfig) -> LLM2Vec:
 def build_loss(model, config: ContrastiveConfig):
     """The contrastive loss (GradCache form with ``gradcache_chunk_size``), wrapped by ``loss`` when that names a
     wrapping loss (one taking ``loss=``, such as MatryoshkaLoss), or ``loss`` itself."""
-    from sentence_transformers import losses
+    from sentence_transformers.sentence_transformer import losses
 
     names = [n for n in dir(losses) if n.endswith("Loss") and inspect.isclass(getattr(losses, n))]
     if config.loss not in names:
@@ -106,8 +108,9 @@ def supervised_data(config: SupervisedConfig, cache_dir: str, global_batch: int)
     return DatasetDict(parts), prompts
 
 
-def train_contrastive(config: ContrastiveConfig, evaluator=None, callbacks=()) -> TrainResult:
-    """Run SimCSE or supervised training; see :class:`SimCSEConfig` and :class:`SupervisedConfig`."""
+def train_contrastive(config: ContrastiveConfig, evaluator=None, callbacks=(), prompts=None) -> TrainResult:
+    """Run SimCSE or supervised training; see :class:`SimCSEConfig` and :class:`SupervisedConfig`.
+    ``prompts``: saved with the merged encoder (see :func:`~l2v_core.training.modeling.save_merged`)."""
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 
     from ..st_modules import LLM2VecModule
@@ -126,9 +129,10 @@ def train_contrastive(config: ContrastiveConfig, evaluator=None, callbacks=()) -
     with probe.main_process_first():  # data first (a bad file fails before the model loads), written once
         cache = str(out / ".data_cache")
         if isinstance(config, SupervisedConfig):
-            dataset, prompts = supervised_data(config, cache, config.global_batch(world))
+            dataset, column_prompts = supervised_data(config, cache, config.global_batch(world))
         else:
-            dataset, prompts = load_texts(config.train_file, config.text_field, ("anchor", "positive"), cache), None
+            dataset = load_texts(config.train_file, config.text_field, ("anchor", "positive"), cache)
+            column_prompts = None
             if len(dataset) < config.global_batch(world):
                 raise DataError(f"Not one full batch: {config.train_file} holds {len(dataset)} texts, fewer than "
                                 f"{config.global_batch(world)} items (batch_size x processes). Lower batch_size or add data.")
@@ -136,24 +140,28 @@ def train_contrastive(config: ContrastiveConfig, evaluator=None, callbacks=()) -
         write_run_record(config, out, world)
     set_seed(config.seed)  # the fresh LoRA is drawn from the seed, not from whatever ran before
     encoder = load_encoder(config)
+    # Training batches are cut at the training length; evaluation and the saved encoder use the encoder's own.
+    own_length, encoder.max_length = encoder.max_length, config.max_length
     model = SentenceTransformer(modules=[LLM2VecModule(encoder)])
-    args = training_arguments(config, config.stage, world, prompts=prompts, batch_sampler="batch_sampler",
+    args = training_arguments(config, config.stage, world, prompts=column_prompts, batch_sampler="batch_sampler",
                               multi_dataset_batch_sampler="proportional", evaluating=evaluator is not None)
-    wrapped = RngPreserving(evaluator) if evaluator is not None else None
+    wrapped = RngPreserving(evaluator, encoder, own_length) if evaluator is not None else None
     metrics = MetricsCallback(out / METRICS, int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0, wrapped)
     trainer = Trainer(model=model, args=args, train_dataset=dataset, loss=build_loss(model, config),
                       evaluator=wrapped, callbacks=[metrics, *callbacks])
     trainer.peft_model = encoder.model
     fit(trainer, config, resume_from)
+    encoder.max_length = own_length
     written: dict[str, str | None] = {"adapter_dir": str(out / "adapter"), "merged_dir": None}
     if trainer.is_world_process_zero():
-        written = save_contrastive(encoder, model, config)
+        written = save_contrastive(encoder, model, config, prompts, metrics.last_scores)
         push_result(args, written)
     trainer.accelerator.wait_for_everyone()
     return result_of(config, trainer, metrics, resume_from, written)
 
 
-def save_contrastive(encoder: LLM2Vec, model, config: ContrastiveConfig) -> dict[str, str | None]:
+def save_contrastive(encoder: LLM2Vec, model, config: ContrastiveConfig, prompts=None,
+                     scores=None) -> dict[str, str | None]:
     encoder.eval()
     out = config.output_dir
     # The adapter applies to the base with the MNTP adapter merged; recording the MNTP
@@ -162,19 +170,17 @@ def save_contrastive(encoder: LLM2Vec, model, config: ContrastiveConfig) -> dict
                            model_reference(config.mntp_adapter or config.base_model),
                            encoder_config=encoder.encoder_config())
     model._create_model_card(adapter)  # sentence-transformers' card: data, loss, hyperparameters, scores
-    merged = save_merged(encoder, out) if config.merge_output else None
-    if merged:
-        model._create_model_card(merged)
+    merged = save_merged(encoder, out, config, prompts, scores) if config.merge_output else None
     return {"adapter_dir": adapter, "merged_dir": merged}
 
 
-def train_simcse(config: SimCSEConfig, evaluator=None, callbacks=()) -> TrainResult:
+def train_simcse(config: SimCSEConfig, evaluator=None, callbacks=(), prompts=None) -> TrainResult:
     if not isinstance(config, SimCSEConfig):
         raise TypeError(f"train_simcse needs a SimCSEConfig, got {type(config).__name__}")
-    return train_contrastive(config, evaluator, callbacks)
+    return train_contrastive(config, evaluator, callbacks, prompts)
 
 
-def train_supervised(config: SupervisedConfig, evaluator=None, callbacks=()) -> TrainResult:
+def train_supervised(config: SupervisedConfig, evaluator=None, callbacks=(), prompts=None) -> TrainResult:
     if not isinstance(config, SupervisedConfig):
         raise TypeError(f"train_supervised needs a SupervisedConfig, got {type(config).__name__}")
-    return train_contrastive(config, evaluator, callbacks)
+    return train_contrastive(config, evaluator, callbacks, prompts)

@@ -218,8 +218,9 @@ def mntp_trainer_class():
     return MNTPTrainer
 
 
-def train_mntp(config: MNTPConfig, evaluator=None, callbacks=()) -> TrainResult:
-    """Run MNTP training on transformers' Trainer; see :class:`MNTPConfig` for the settings."""
+def train_mntp(config: MNTPConfig, evaluator=None, callbacks=(), prompts=None) -> TrainResult:
+    """Run MNTP training on transformers' Trainer; see :class:`MNTPConfig` for the settings.
+    ``prompts``: saved with the merged encoder (see :func:`~l2v_core.training.modeling.save_merged`)."""
     if not isinstance(config, MNTPConfig):
         raise TypeError(f"train_mntp needs an MNTPConfig, got {type(config).__name__}")
     from ..encoder import LLM2Vec
@@ -262,7 +263,8 @@ def train_mntp(config: MNTPConfig, evaluator=None, callbacks=()) -> TrainResult:
         encoder = trainer.encoder
         adapter = save_adapter(model.backbone, tokenizer, f"{out}/adapter", model_reference(config.base_model),
                                encoder_config=encoder.encoder_config())
-        written = {"adapter_dir": adapter, "merged_dir": save_merged(encoder, str(out)) if config.merge_output else None}
+        merged = save_merged(encoder, str(out), config, prompts, metrics.last_scores) if config.merge_output else None
+        written = {"adapter_dir": adapter, "merged_dir": merged}
         push_result(args, written)
     trainer.accelerator.wait_for_everyone()
     return result_of(config, trainer, metrics, resume_from, written)

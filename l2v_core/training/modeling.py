@@ -12,6 +12,7 @@ from ..bidirectional import make_bidirectional
 from ..dtypes import resolve_dtype
 from ..encoder import CONFIG_NAME
 from ..files import atomic_directory, write_json
+from .config import TrainConfig
 from .config import ConfigError, TrainConfig
 
 
@@ -91,13 +92,23 @@ def save_adapter(peft_model, tokenizer, adapter_dir: str, base_reference: str,
     return str(adapter_dir)
 
 
-def save_merged(encoder, output_dir: str) -> str:
-    """Merge the adapter into the base and write a full encoder (LLM2Vec + sentence-transformers files)
-    into ``output_dir``; each file is moved into place whole."""
+def save_merged(encoder, output_dir: str, config: TrainConfig, prompts: dict[str, str] | None = None,
+                scores: dict[str, float] | None = None) -> str:
+    """Merge the adapter into the base and write a full encoder (LLM2Vec + sentence-transformers files and
+    l2v's model card) into ``output_dir``; each file is moved into place whole. ``prompts``: the
+    sentence-transformers prompts to save (e.g. the instructions evaluation gives each task); the training
+    instruction, where there was one, becomes the ``query`` prompt. ``scores``: the last evaluation's."""
+    from ..model_card import write_model_card
+
+    prompts = {**(prompts or {}), **training_prompts(config)}
     out = Path(output_dir)
     tmp = out / ".merged.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    encoder.save(tmp, merge_before_save=True)
+    encoder.save(tmp, merge_before_save=True, prompts=prompts)
+    adapters = [a for a in (getattr(config, "mntp_adapter", None), str(out / "adapter")) if a]
+    write_model_card(tmp, encoder, base_model=config.base_model, adapters=adapters, merged=True, prompts=prompts,
+                     training=card_settings(config), scores=_main_scores(scores),
+                     scores_suite=getattr(config, "eval_tasks", None) or None)
     for item in tmp.iterdir():
         target = out / item.name
         if target.is_dir():
@@ -105,3 +116,30 @@ def save_merged(encoder, output_dir: str) -> str:
         os.replace(item, target)
     tmp.rmdir()
     return str(out)
+
+
+def training_prompts(config: TrainConfig) -> dict[str, str]:
+    """The instructions the queries were trained with, as prompts: ``query`` when every data set shared one,
+    else one prompt per data set name (``encode(..., prompt_name="packages")``)."""
+    instructions = dict(getattr(config, "instructions", None) or {})
+    default = getattr(config, "default_instruction", "") or ""
+    distinct = {v for v in instructions.values() if v} | ({default} if default else set())
+    if len(distinct) == 1:
+        return {"query": distinct.pop()}
+    return {name: text for name, text in instructions.items() if text}
+
+
+def card_settings(config: TrainConfig) -> dict[str, object]:
+    """The settings a model card lists: what was trained on what, for how long, with which loss."""
+    keys = ("stage", "train_file", "max_steps", "batch_size", "max_length", "learning_rate", "lora_r", "loss",
+            "temperature", "mask_probability", "pooling_mode", "seed")
+    values = config.to_dict()
+    values["stage"] = config.stage
+    if values.get("train_file"):
+        values["train_file"] = os.path.basename(values["train_file"])
+    return {k: values[k] for k in keys if values.get(k) not in (None, "")}
+
+
+def _main_scores(scores: dict[str, float] | None) -> dict[str, float] | None:
+    """The evaluator's last scores as the trainer logged them (``eval_<name>``), by name."""
+    return {k.removeprefix("eval_"): v for k, v in scores.items()} if scores else None

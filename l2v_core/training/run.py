@@ -2,6 +2,7 @@
 from the trainer's own logs, evaluation that leaves training untouched, and the result of a run."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sentence_transformers.evaluation import SentenceEvaluator
+from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 from transformers import TrainerCallback
 
 from ..files import atomic_write, write_json
@@ -110,24 +111,38 @@ class saved_rng_states:
 
 class RngPreserving(SentenceEvaluator):
     """Runs an evaluator and puts every random state back, so a run with evaluation trains exactly
-    like one without (mteb seeds the global generators; dropout and masks draw from them)."""
+    like one without (mteb seeds the global generators; dropout and masks draw from them).
+    With ``encoder`` and ``eval_length``, the encoder reads up to ``eval_length`` tokens during the evaluation
+    (its own length, not the shorter training length) and goes back to the training length after."""
 
-    def __init__(self, evaluator: SentenceEvaluator):
+    def __init__(self, evaluator: SentenceEvaluator, encoder=None, eval_length: int | None = None):
         super().__init__()
         self.evaluator = evaluator
+        self.encoder, self.eval_length = encoder, eval_length
         self.name = getattr(evaluator, "name", "")
         self.primary_metric = getattr(evaluator, "primary_metric", None)
         self.greater_is_better = getattr(evaluator, "greater_is_better", True)
         self.last_scores: dict[str, float] | None = None
 
     def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
-        with saved_rng_states(), torch.no_grad():
+        with saved_rng_states(), torch.no_grad(), self._evaluation_length():
             scores = self.evaluator(model, output_path=output_path, epoch=epoch, steps=steps)
         self.last_scores = {k: float(v) for k, v in scores.items() if isinstance(v, (int, float))}
         return scores
 
+    @contextlib.contextmanager
+    def _evaluation_length(self):
+        if self.encoder is None or self.eval_length is None:
+            yield
+            return
+        training_length, self.encoder.max_length = self.encoder.max_length, self.eval_length
+        try:
+            yield
+        finally:
+            self.encoder.max_length = training_length
+
     def __getattr__(self, name):  # model-card and trainer code read attributes of the wrapped evaluator
-        if name == "evaluator":
+        if name in ("evaluator", "encoder", "eval_length"):
             raise AttributeError(name)
         return getattr(self.evaluator, name)
 

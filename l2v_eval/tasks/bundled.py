@@ -22,6 +22,14 @@ from datasets import Dataset, DatasetDict
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 
 
+def suite_data_roots() -> dict[str, Path]:
+    """Each bundled suite's folder by suite name: what a training config's ``l2v-real:train/pairs.jsonl.gz``
+    names (the suites' training splits live beside their test data)."""
+    from .suites import SUITES
+
+    return {name: suite.folder for name, suite in SUITES.items() if suite.folder is not None}
+
+
 @lru_cache(maxsize=None)
 def read_jsonl(path: Path) -> tuple[dict, ...]:
     with open(path, encoding="utf-8") as f:

@@ -133,11 +133,11 @@ def _asymmetric(task) -> bool:
 def known_tasks() -> list:
     """Every task l2v-eval knows by name without downloading: the bundled suites and the English MTEB
     benchmarks (the paper's table covers MTEB(eng, v1))."""
-    from .presets import BENCHMARKS, BUNDLED_SUITES, _benchmark_tasks
+    from .suites import ENGLISH_V1, ENGLISH_V2, SUITES, benchmark_tasks
 
-    tasks = [task for _, make in BUNDLED_SUITES.values() for task in make()]
-    for benchmark in BENCHMARKS.values():
-        tasks.extend(_benchmark_tasks(benchmark).values())
+    tasks = [task for suite in SUITES.values() if suite.bundled for task in suite.tasks()]
+    for benchmark in (ENGLISH_V1, ENGLISH_V2):
+        tasks.extend(benchmark_tasks(benchmark).values())
     return tasks
 
 

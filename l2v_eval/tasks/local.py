@@ -14,6 +14,15 @@ on. When the data cannot be had, the call raises :class:`MissingDatasetError`, w
 tells apart a dataset that does not exist, one that is not stored locally while offline, and a
 Hub that cannot be reached, and names the folder to fill. On a machine with internet,
 ``download=True`` (``l2v-eval download``) writes exactly these folders.
+
+Why a wrapper: mteb 2.26 offers no way to point a task at local files. Its loaders call
+``datasets.load_dataset(**task.metadata.dataset)`` with the Hub id (the retrieval loader first lists
+the Hub's configs and splits), through names imported into their own modules, and ``datasets``
+has no path-redirect setting; its cache (``cache_dir``, ``HF_DATASETS_CACHE``) is used as the
+fallback here, but cannot read the ``save_to_disk`` folders above. So, for the duration of the
+block only, the three ``datasets`` entry points are swapped in ``datasets`` itself and in the
+modules that load the named task's data: mteb's generic loaders (:data:`LOADER_MODULES`) and the
+modules of the task's own classes (a task with its own ``load_data``); no other module is touched.
 """
 from __future__ import annotations
 
@@ -30,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 SOURCE_FILE = "l2v_source.json"
 ROUTED = ("load_dataset", "get_dataset_config_names", "get_dataset_split_names")
+# Where mteb 2.26's task base classes load data from (reranking calls ``datasets.load_dataset`` itself).
+LOADER_MODULES = ("mteb.abstasks.abstask", "mteb.abstasks.retrieval_dataset_loaders")
 # Why a dataset could not be had (MissingDatasetError.reason).
 NOT_FOUND, OFFLINE, UNREACHABLE, UNREADABLE = "not-found", "offline", "unreachable", "unreadable"
 
@@ -195,13 +206,31 @@ def _save_copy(data, local: Path, source: dict) -> None:
                 local)
 
 
-@contextlib.contextmanager
-def _replaced(originals: dict[str, Any], replacements: dict[str, Any]) -> Iterator[None]:
-    """Replace each original function in ``datasets`` and every mteb module that imported it."""
+def _task_classes(task_name: str) -> list[type]:
+    """The classes of the task mteb knows by ``task_name`` and, for an aggregate task, of its parts
+    (none for a task mteb does not know by name: it loads through the generic loaders)."""
+    import mteb
+
+    try:
+        task = mteb.get_task(task_name)
+    except KeyError:
+        return []
+    parts = list(getattr(task.metadata, "tasks", None) or [])
+    return [cls for t in (task, *parts) for cls in type(t).__mro__ if cls.__module__ not in ("builtins", "abc")]
+
+
+def _loading_modules(task_name: str) -> list[Any]:
+    """``datasets``, mteb's generic loaders and the modules of the task's own classes."""
     import datasets
 
+    names = {*LOADER_MODULES, *(cls.__module__ for cls in _task_classes(task_name))}
+    return [datasets, *(sys.modules[name] for name in sorted(names) if sys.modules.get(name) is not None)]
+
+
+@contextlib.contextmanager
+def _replaced(modules: list[Any], originals: dict[str, Any], replacements: dict[str, Any]) -> Iterator[None]:
+    """Replace each original function in those ``modules`` that hold it; restored on leaving."""
     patched: list[tuple[Any, str]] = []
-    modules = [datasets] + [m for n, m in list(sys.modules.items()) if n.startswith("mteb") and m is not None]
     for module in modules:
         for name, original in originals.items():
             if getattr(module, name, None) is original:
@@ -216,8 +245,9 @@ def _replaced(originals: dict[str, Any], replacements: dict[str, Any]) -> Iterat
 
 @contextlib.contextmanager
 def dataset_source(data_dir: str | Path | None, task_name: str, *, download: bool = False) -> Iterator[None]:
-    """Route the Hub lookups mteb makes inside the block (see module docstring): ``load_dataset``
-    and, for retrieval tasks, ``get_dataset_config_names`` / ``get_dataset_split_names``."""
+    """Route the Hub lookups made inside the block to load ``task_name``'s data (see module docstring):
+    ``load_dataset`` and, for retrieval tasks, ``get_dataset_config_names`` / ``get_dataset_split_names``."""
     router = _Router(data_dir, task_name, download)
-    with _replaced(router.originals, {name: getattr(router, name) for name in ROUTED}):
+    replacements = {name: getattr(router, name) for name in ROUTED}
+    with _replaced(_loading_modules(task_name), router.originals, replacements):
         yield
