@@ -42,6 +42,16 @@ def with_intervals(rows: list[Mapping[str, Any]], folder: Path, resamples: int =
 HALF_WIDTH = " ±"  # suffix of a leaderboard column holding the half-width of the column it names
 
 
+def half_widths(frame: pd.DataFrame, scale: float = 100.0) -> pd.DataFrame:
+    """label x task matrix of half the width of each main score's interval (mean over splits and subsets),
+    on ``scale``; empty where the table has no interval."""
+    from .leaderboard import main_scores
+
+    rows = main_scores(frame)
+    half = ((rows["ci_high"] - rows["ci_low"]) / 2 * scale).groupby([rows["label"], rows["task"]]).mean()
+    return half.unstack("task") if not half.empty else pd.DataFrame()
+
+
 def with_half_widths(board: pd.DataFrame, frame: pd.DataFrame, suite_dir: Path, scale: float = 100.0,
                      resamples: int = CI_RESAMPLES, seed: int = CI_SEED) -> pd.DataFrame:
     """The leaderboard plus ``<task> ±`` (half the width of each task score's interval, from the table) and
@@ -50,11 +60,9 @@ def with_half_widths(board: pd.DataFrame, frame: pd.DataFrame, suite_dir: Path, 
     from .comparison import mean_interval
     from .leaderboard import MEAN_TASK, main_scores
 
-    rows = main_scores(frame)
-    tasks = [c for c in board.columns if c in set(rows["task"])]
-    half = ((rows["ci_high"] - rows["ci_low"]) / 2 * scale).groupby([rows["label"], rows["task"]]).mean()
+    tasks = [c for c in board.columns if c in set(main_scores(frame)["task"])]
     out = board.copy()
-    matrix = half.unstack("task") if not half.empty else pd.DataFrame()
+    matrix = half_widths(frame, scale)
     for task in tasks:
         column = matrix[task] if task in matrix else pd.Series(dtype=float)
         out[task + HALF_WIDTH] = out["label"].map(column).astype(float)

@@ -24,6 +24,7 @@ import pandas as pd
 
 from l2v_core.files import atomic_write, check_writable_dir
 
+from .intervals import half_widths
 from .leaderboard import MEAN_TASK, MEAN_TYPE, build_leaderboard, load_suites, model_labels, task_scores
 from .results import OK
 
@@ -85,8 +86,10 @@ def _legend_outside(ax) -> None:
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 
 
-def _bar_chart(data: pd.DataFrame, title: str, ylabel: str, path: Path, natural_top: float = 100.0) -> None:
-    """Grouped bars: one group per row of ``data`` (index), one bar per column (model), each labelled."""
+def _bar_chart(data: pd.DataFrame, title: str, ylabel: str, path: Path, natural_top: float = 100.0,
+               errors: pd.DataFrame | None = None) -> None:
+    """Grouped bars: one group per row of ``data`` (index), one bar per column (model), each labelled;
+    ``errors`` (same shape): half-widths of 95% intervals, drawn as error bars where known."""
     import numpy as np
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state in a library call
 
@@ -97,8 +100,11 @@ def _bar_chart(data: pd.DataFrame, title: str, ylabel: str, path: Path, natural_
     x = np.arange(len(groups))
     values = data.astype(float).to_numpy()
     upright = len(models) > 3  # side by side, horizontal labels of many bars would overlap
+    spread = (np.nan_to_num(errors.reindex(index=groups, columns=models).astype(float).to_numpy())
+              if errors is not None else np.zeros_like(values))
     for i, model in enumerate(models):
-        bars = ax.bar(x + (i - (len(models) - 1) / 2) * width, values[:, i], width, label=model)
+        bars = ax.bar(x + (i - (len(models) - 1) / 2) * width, values[:, i], width, label=model,
+                      yerr=spread[:, i], capsize=2, error_kw={"linewidth": 0.8})
         ax.bar_label(bars, labels=[f"{v:.1f}" if np.isfinite(v) else "" for v in values[:, i]],
                      fontsize="x-small", padding=2, rotation=90 if upright else 0)
     ax.set_xticks(x, [str(g) for g in groups], rotation=30 if len(groups) > 4 else 0,
@@ -186,7 +192,8 @@ def _mteb_blocks(frame: pd.DataFrame, out_dir: Path, level: int, prefix: str) ->
     for ty in type_cols:
         tasks = [t for t in scaled.columns if types[t] == ty]
         name = f"{prefix}type_{_slug(ty)}.png"
-        _bar_chart(scaled[tasks].T, f"{ty}: main score per task", "score ×100", out_dir / name)
+        _bar_chart(scaled[tasks].T, f"{ty}: main score per task", "score ×100", out_dir / name,
+                   errors=half_widths(frame).T)  # the 95% intervals of the tidy table
         blocks += [Block("heading", ty, level + 1), Block("image", (name, f"{ty} tasks"))]
     per_task = scaled.T
     per_task.insert(0, "type", [types[t] for t in per_task.index])

@@ -202,3 +202,19 @@ def test_leaderboard_shows_half_widths_of_task_scores_and_of_the_mean(mini_run, 
     assert 0 < spread < max(board.loc[TINY, f"{task} ±"] for task in MINI_TASK_NAMES)
     assert board.loc[TINY, "borda_rank"] == 1
     assert "Mean (Task) ±" in printed and f"{spread:.2f}" in printed
+
+
+def test_report_bar_charts_carry_the_intervals_as_error_bars(mini_run, tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from l2v_eval.report import write_report
+
+    drawn = []
+    bar = Axes.bar
+    monkeypatch.setattr(Axes, "bar", lambda self, *a, **kw: drawn.append(kw.get("yerr")) or bar(self, *a, **kw))
+    write_report(mini_run, tmp_path / "report")
+    table = load_results(mini_run)
+    mains = table[table["is_main_score"] & (table["experiment"] == "")].set_index("task")
+    expected = 100 * (mains.loc["L2VMiniSTS", "ci_high"] - mains.loc["L2VMiniSTS", "ci_low"]) / 2
+    spreads = [float(v) for yerr in drawn if yerr is not None for v in np.atleast_1d(yerr)]
+    assert any(v == pytest.approx(expected) for v in spreads)
