@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .predictions import PredictionsError, TaskUnits, predictions_folder, task_units
+from .predictions import PREDICTIONS_DIR, PredictionsError, TaskUnits, predictions_folder, task_units
 from .results import load_results
 from .statistics import (ALPHA, Interval, holm, paired_bootstrap_tasks, percentile_interval, resample_indices,
                          verdict)
@@ -48,6 +48,17 @@ def resolve_model(rows: pd.DataFrame, name: str, flag: str) -> pd.DataFrame:
     return chosen
 
 
+def _result_cache(results_dir: Path):
+    """mteb's result cache of a suite folder that kept predictions (checked first: mteb's ResultCache would
+    create its folder)."""
+    import mteb
+
+    if not (results_dir / PREDICTIONS_DIR).is_dir():
+        raise PredictionsError(f"{results_dir / PREDICTIONS_DIR} is missing: these results kept no predictions "
+                               "(run the evaluation again with --overwrite to keep them)")
+    return mteb.ResultCache(results_dir / "mteb")
+
+
 def _units(results_dir: Path, cache, run: pd.DataFrame, task: str) -> list[TaskUnits]:
     """One task's units per split and subset, for one model."""
     parts = []
@@ -73,8 +84,6 @@ def compare(results_dir: str | os.PathLike, model_a: str, model_b: str, tasks: S
     """Paired comparison of two models in a suite's results folder; see the module doc. Columns:
     task, score_a, score_b, delta, ci_low, ci_high, p_value, verdict; a row per task, then ``mean``.
     Scores are mteb's main scores (0-1); ``p_value`` is Holm-adjusted across the task rows."""
-    import mteb
-
     results_dir = Path(results_dir)
     rows = _runs(load_results(results_dir))
     run_a, run_b = resolve_model(rows, model_a, "model A"), resolve_model(rows, model_b, "model B")
@@ -87,7 +96,7 @@ def compare(results_dir: str | os.PathLike, model_a: str, model_b: str, tasks: S
         shared = list(dict.fromkeys(tasks))
     if not shared:
         raise ValueError(f"{model_a!r} and {model_b!r} have no finished task in common in {results_dir}")
-    cache = mteb.ResultCache(results_dir / "mteb")
+    cache = _result_cache(results_dir)
     pairs = []
     for task in shared:
         parts_a, parts_b = _units(results_dir, cache, run_a, task), _units(results_dir, cache, run_b, task)
@@ -128,12 +137,10 @@ def mean_interval(results_dir: str | os.PathLike, model: str, tasks: Sequence[st
                   resamples: int = 1000, seed: int = 0) -> Interval:
     """The bootstrap interval of one model's mean over ``tasks`` (default: all it finished), resampling
     within every task; the estimate is the mean of mteb's main scores."""
-    import mteb
-
     results_dir = Path(results_dir)
     run = resolve_model(_runs(load_results(results_dir)), model, "model")
     tasks = list(tasks) if tasks is not None else list(dict.fromkeys(run["task"]))
-    cache = mteb.ResultCache(results_dir / "mteb")
+    cache = _result_cache(results_dir)
     rng = np.random.default_rng(seed)
     draws = []
     for task in tasks:
@@ -142,6 +149,39 @@ def mean_interval(results_dir: str | os.PathLike, model: str, tasks: Sequence[st
     estimate = float(np.mean([run.loc[run["task"] == t, "value"].mean() for t in tasks]))
     low, high = percentile_interval(np.mean(draws, axis=0), estimate)
     return Interval(estimate, low, high, resamples, seed)
+
+
+def tied_with_best(results_dir: str | os.PathLike, resamples: int = 1000, seed: int = 0) -> dict[str, list[str]]:
+    """Per task, the models (labels) a paired comparison cannot tell from the task's best model (p >= 0.05,
+    not adjusted: a mark of 'maybe as good', not a verdict). Tasks whose best model kept no predictions
+    (a shipped baseline) are left out, and so are models without predictions."""
+    results_dir = Path(results_dir)
+    if not (results_dir / PREDICTIONS_DIR).is_dir():
+        return {}
+    rows = _runs(load_results(results_dir))
+    cache = _result_cache(results_dir)
+    tied: dict[str, list[str]] = {}
+    for task, runs in rows.groupby("task", sort=False):
+        scores = runs.groupby("label")["value"].mean().sort_values(ascending=False)
+        units = {}
+        for label in scores.index:
+            try:
+                units[label] = _units(results_dir, cache, runs[runs["label"] == label], task)
+            except (PredictionsError, FileNotFoundError):
+                continue
+        best = scores.index[0]
+        if best not in units:
+            continue
+        tied[task] = []
+        for label, parts in units.items():
+            sizes = [p.n_units for p in parts]
+            if label == best or sizes != [p.n_units for p in units[best]]:
+                continue
+            result = paired_bootstrap_tasks([(_joint_metric(units[best]), _joint_metric(parts), sizes)],
+                                            resamples, seed)[0]
+            if result.p_value >= ALPHA:
+                tied[task].append(label)
+    return tied
 
 
 def format_comparison(frame: pd.DataFrame, scale: float = 100.0) -> str:

@@ -25,7 +25,8 @@ import pandas as pd
 from l2v_core.files import atomic_write, check_writable_dir
 
 from .intervals import half_widths
-from .leaderboard import MEAN_TASK, MEAN_TYPE, build_leaderboard, load_suites, model_labels, task_scores
+from .leaderboard import (MEAN_TASK, MEAN_TYPE, _suite_dir, build_leaderboard, load_suites, model_labels,
+                          task_scores)
 from .results import OK
 
 
@@ -149,9 +150,10 @@ def _probe_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_blocks(frame: pd.DataFrame, out_dir: Path, title: str | None, level: int = 2,
-                 prefix: str = "", intro: str = "") -> list[Block]:
+                 prefix: str = "", intro: str = "", suite_dir: Path | None = None) -> list[Block]:
     """The report of one suite's table. ``level``: its section headings' level; ``prefix``: plot file
-    name prefix (several suites share one folder); ``intro``: text before the counts."""
+    name prefix (several suites share one folder); ``intro``: text before the counts; ``suite_dir``: the
+    suite's results folder, whose kept predictions mark the models not distinguishable from each task's best."""
     blocks = []
     if title:
         blocks += [Block("heading", title, level - 1)]
@@ -159,7 +161,7 @@ def build_blocks(frame: pd.DataFrame, out_dir: Path, title: str | None, level: i
     n_models = len(frame[["model", "model_revision", "experiment"]].drop_duplicates())
     blocks.append(Block("text", f"{intro}{n_models} model(s) and {frame['task'].nunique()} "
                                 "task(s). Scores are ×100."))
-    blocks += _mteb_blocks(frame, out_dir, level, prefix)
+    blocks += _mteb_blocks(frame, out_dir, level, prefix, suite_dir)
     blocks += _probe_blocks(frame, out_dir, level, prefix)
     failures = frame[frame["status"] != OK]
     if not failures.empty:
@@ -169,7 +171,8 @@ def build_blocks(frame: pd.DataFrame, out_dir: Path, title: str | None, level: i
     return blocks
 
 
-def _mteb_blocks(frame: pd.DataFrame, out_dir: Path, level: int, prefix: str) -> list[Block]:
+def _mteb_blocks(frame: pd.DataFrame, out_dir: Path, level: int, prefix: str,
+                 suite_dir: Path | None = None) -> list[Block]:
     matrix, types = task_scores(frame)
     if matrix.empty:
         return []
@@ -197,6 +200,12 @@ def _mteb_blocks(frame: pd.DataFrame, out_dir: Path, level: int, prefix: str) ->
         blocks += [Block("heading", ty, level + 1), Block("image", (name, f"{ty} tasks"))]
     per_task = scaled.T
     per_task.insert(0, "type", [types[t] for t in per_task.index])
+    if suite_dir is not None:  # paired bootstrap against the task's best model, from kept predictions
+        from .comparison import tied_with_best
+
+        tied = tied_with_best(suite_dir)
+        per_task["best"] = [scaled[t].idxmax() if t in tied else "" for t in per_task.index]
+        per_task["not distinguishable from the best"] = [", ".join(tied.get(t, [])) for t in per_task.index]
     per_task = per_task.sort_values(["type"], kind="stable").reset_index(names="task")
     return blocks + [Block("heading", "Scores per task", level), Block("table", per_task)]
 
@@ -275,12 +284,14 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike, tit
     if len(tables) == 1:
         ((suite, frame),) = tables.items()
         intro = f"{_described(suite)}{stamp} from "
-        blocks = [Block("heading", title, 1), *build_blocks(frame, out_dir, None, intro=intro)]
+        blocks = [Block("heading", title, 1),
+                  *build_blocks(frame, out_dir, None, intro=intro, suite_dir=_suite_dir(Path(results_dir), suite))]
     else:
         blocks = [Block("heading", title, 1), Block("text", f"{stamp}; one section per suite.")]
         for suite, frame in tables.items():
             blocks += [Block("heading", suite, 2),
-                       *build_blocks(frame, out_dir, None, 3, f"{_slug(suite)}_", intro=_described(suite))]
+                       *build_blocks(frame, out_dir, None, 3, f"{_slug(suite)}_", intro=_described(suite),
+                                     suite_dir=_suite_dir(Path(results_dir), suite))]
     md_path = out_dir / "report.md"
     atomic_write(md_path, lambda p: Path(p).write_text(render_markdown(blocks), encoding="utf-8"))
     atomic_write(out_dir / "report.html", lambda p: Path(p).write_text(render_html(blocks, title), encoding="utf-8"))

@@ -218,3 +218,22 @@ def test_report_bar_charts_carry_the_intervals_as_error_bars(mini_run, tmp_path,
     expected = 100 * (mains.loc["L2VMiniSTS", "ci_high"] - mains.loc["L2VMiniSTS", "ci_low"]) / 2
     spreads = [float(v) for yerr in drawn if yerr is not None for v in np.atleast_1d(yerr)]
     assert any(v == pytest.approx(expected) for v in spreads)
+
+
+def test_report_marks_models_not_distinguishable_from_each_task_best(mini_run, tiny_llama, tmp_path):
+    from l2v_eval.comparison import tied_with_best
+    from l2v_eval.report import write_report
+
+    assert run_evaluation(config(tiny_llama, mini_run, tasks="L2VMiniSTS", causal=True)).exit_code == 0  # or done
+    tied = tied_with_best(mini_run, resamples=300)
+    # the causal run has L2VMiniSTS only: the one task with two models to tell apart
+    assert set(tied) == set(MINI_TASK_NAMES) and all(v == [] for t, v in tied.items() if t != "L2VMiniSTS")
+    frame = l2v_eval.compare(mini_run, TINY, f"{TINY} [attention_causal]", tasks=["L2VMiniSTS"], resamples=300)
+    scores = frame.set_index("task").loc["L2VMiniSTS"]
+    best_is_b = scores["score_b"] > scores["score_a"]
+    other = TINY if best_is_b else f"{TINY} [attention_causal]"
+    assert (other in tied["L2VMiniSTS"]) == (scores["p_value"] >= 0.05)
+    md = write_report(mini_run, tmp_path / "report").read_text()
+    assert "not distinguishable from the best" in md
+    assert tied_with_best(tmp_path) == {}  # no predictions kept there: nothing to mark, nothing created
+    assert not (tmp_path / "mteb").exists()
