@@ -166,7 +166,13 @@ def task_units(folder: str | Path, task: str, task_type: str, split: str, subset
     except (KeyError, TypeError):
         raise PredictionsError(f"{folder / (task + PREDICTIONS_SUFFIX)} has no predictions for split {split!r}, "
                                f"subset {subset!r}") from None
-    unit, n_units, fn = builder(pred, truth, metric, task)
+    try:
+        unit, n_units, fn = builder(pred, truth, metric, task)
+    except (KeyError, IndexError, TypeError, ValueError) as err:
+        if isinstance(err, PredictionsError):
+            raise
+        raise PredictionsError(f"{folder / (task + PREDICTIONS_SUFFIX)} does not hold {task_type} predictions l2v "
+                               f"can split into units ({type(err).__name__}: {err})") from None
     units = TaskUnits(task, unit, n_units, fn)
     if main_score is not None and not np.isclose(units.score(), main_score, rtol=0, atol=10 ** -SAVED_DECIMALS):
         raise PredictionsError(f"{folder / (task + PREDICTIONS_SUFFIX)}: {metric} recomputed from the predictions is "

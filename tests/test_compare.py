@@ -237,3 +237,12 @@ def test_report_marks_models_not_distinguishable_from_each_task_best(mini_run, t
     assert "not distinguishable from the best" in md
     assert tied_with_best(tmp_path) == {}  # no predictions kept there: nothing to mark, nothing created
     assert not (tmp_path / "mteb").exists()
+
+
+def test_predictions_of_an_unexpected_shape_are_one_error_naming_the_file(tmp_path):
+    (tmp_path / f"T{PREDICTIONS_SUFFIX}").write_text(json.dumps({"default": {"test": [[1, 2], [1]]}}))
+    (tmp_path / f"T{GOLD_SUFFIX}").write_text(json.dumps({"default": {"test": {"labels": [1, 2]}}}))
+    with pytest.raises(PredictionsError, match=rf"T{PREDICTIONS_SUFFIX} does not hold Classification predictions"):
+        task_units(tmp_path, "T", "Classification", "test", "default", "accuracy")
+    with pytest.raises(PredictionsError, match="has no predictions for split 'dev'"):
+        task_units(tmp_path, "T", "Classification", "dev", "default", "accuracy")
