@@ -17,6 +17,7 @@ _EXPORTS = {
     "RunSummary": "run_summary",
     "run_evaluation": "harness",
     "build_leaderboard": "leaderboard",
+    "compare": "comparison",
     "write_leaderboard": "leaderboard",
     "L2VEncoder": "encoder_adapter",
     "ModelSpec": "model",
