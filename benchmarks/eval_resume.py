@@ -2,7 +2,7 @@
 
     python benchmarks/eval_resume.py [--docs 20000] [--chunk 1000]
 
-On a tiny random model (tests/tiny.py) and a generated retrieval task (tests/synthetic_retrieval.py,
+On the ``tiny`` random model of shapes.py and a generated retrieval task (synthetic_retrieval.py,
 20,000 documents + 50 queries), each run a real ``l2v-eval`` process:
 
 1. uninterrupted run of task A;
@@ -28,11 +28,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def worker(model: Path, out: Path, tasks: str, args, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    cmd = [sys.executable, "-m", "tests.synthetic_retrieval", str(model), str(out), "--tasks", tasks,
+    cmd = [sys.executable, "-m", "benchmarks.synthetic_retrieval", str(model), str(out), "--tasks", tasks,
            "--docs", str(args.docs), "--chunk", str(args.chunk), *extra]
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
@@ -69,12 +70,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=1200, help="seconds to wait for half the corpus")
     args = parser.parse_args(argv)
 
-    from tests import tiny
-    from tests.synthetic_retrieval import QUERIES
+    import shapes
+    from synthetic_retrieval import QUERIES
 
     with tempfile.TemporaryDirectory(prefix="l2v-eval-resume-") as work:
         work = Path(work)
-        model = tiny.make_model_dir(work / "models", "llama")
+        model = shapes.save_model("tiny", work)
         full, killed = work / "full", work / "killed"
         runs = {}
         start = time.monotonic()

@@ -87,3 +87,21 @@ def sample_tokenizer(vocab_size: int = 2000):
                                                        special_tokens=[("<s>", 1)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                                    model_input_names=["input_ids", "attention_mask"])
+
+
+def save_model(shape: str, root: Path) -> str:
+    """A saved random-init model of ``shape`` with a tokenizer (``bundled``: the real model's name)."""
+    if shape == "bundled":
+        return "bundled"
+    from transformers import LlamaForCausalLM
+
+    from l2v_core.loading import bundled_gguf_path, load_tokenizer
+
+    gguf = bundled_gguf_path() if shape == "smollm2" else None
+    tokenizer = load_tokenizer(gguf) if gguf is not None else sample_tokenizer()
+    config = llama_config(shape, vocab_size=max(len(tokenizer), SHAPES[shape]["vocab_size"]), rms_norm_eps=1e-5)
+    torch.manual_seed(0)
+    out = root / f"{shape}-shape"
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)

@@ -37,25 +37,6 @@ import shapes  # noqa: E402
 from l2v_core.training import load_config, sample_path, train  # noqa: E402
 
 
-def make_model(shape: str, root: Path) -> str:
-    """A saved random-init model of ``shape`` with a tokenizer (``bundled``: the real model's name)."""
-    if shape == "bundled":
-        return "bundled"
-    from transformers import LlamaForCausalLM
-
-    from l2v_core.loading import bundled_gguf_path, load_tokenizer
-
-    gguf = bundled_gguf_path() if shape == "smollm2" else None
-    tokenizer = load_tokenizer(gguf) if gguf is not None else shapes.sample_tokenizer()
-    config = shapes.llama_config(shape, vocab_size=max(len(tokenizer), shapes.SHAPES[shape]["vocab_size"]),
-                                 rms_norm_eps=1e-5)
-    torch.manual_seed(0)
-    out = root / f"{shape}-shape"
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return str(out)
-
-
 def bench(stage: str, base: str, root: Path, args) -> dict:
     data = {"mntp": "mntp.json", "simcse": "simcse.json", "supervised": "supervised.json"}[stage]
     config = load_config(stage, sample_path(data), {
@@ -96,7 +77,7 @@ def main(argv=None) -> None:
     print(f"{args.stage} on {where}; shape {args.shape}; batch {args.batch_size} x max_length {args.max_length}",
           flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        result = bench(args.stage, make_model(args.shape, Path(tmp)), Path(tmp), args)
+        result = bench(args.stage, shapes.save_model(args.shape, Path(tmp)), Path(tmp), args)
     print(json.dumps(result), flush=True)
 
 

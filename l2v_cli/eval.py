@@ -3,6 +3,7 @@
     l2v-eval --model PATH --tasks SPEC [options]        (same as ``l2v-eval run ...``)
     l2v-eval leaderboard RESULTS_DIR [-o leaderboard.csv] [--tasks SPEC]
     l2v-eval report RESULTS_DIR -o reports/NAME
+    l2v-eval compare RESULTS_DIR --models A B [--tasks T ...] [--resamples 1000] [--seed 0] [-o FILE]
     l2v-eval tasks SPEC                                 (list what a spec expands to)
     l2v-eval models                                     (model names --model knows: bundled, mteb's LLM2Vec entries)
     l2v-eval download --tasks SPEC --data-dir DIR       (needs internet)
@@ -16,7 +17,7 @@ import logging
 import sys
 import typing
 
-COMMANDS = ("run", "leaderboard", "report", "tasks", "models", "download", "cache")
+COMMANDS = ("run", "leaderboard", "report", "compare", "tasks", "models", "download", "cache")
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
@@ -79,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", required=True, help="report folder, e.g. reports/NAME")
     report.add_argument("--title", default=None, help="the report's title (default: 'l2v evaluation report: <report folder name>')")
     report.add_argument("--no-baselines", action="store_true", help="leave out the baselines a suite ships with l2v")
+
+    compare = sub.add_parser("compare", help="is model B better than model A? per task and on the mean, with "
+                                             "paired-bootstrap intervals and Holm-adjusted p-values")
+    compare.add_argument("results_dir", help="a suite's results folder, e.g. results/l2v-real")
+    compare.add_argument("--models", nargs=2, required=True, metavar=("A", "B"),
+                         help="two models as the results table names them (a causal run: 'NAME [attention_causal]')")
+    compare.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
+                         help="tasks to compare (names, or comma-separated; default: every task both finished)")
+    compare.add_argument("--resamples", type=_positive, default=1000, help="bootstrap resamples (default: 1000)")
+    compare.add_argument("--seed", type=int, default=0, help="seed of the resampling (default: 0)")
+    compare.add_argument("-o", "--output", default=None, help="also write the table as CSV here")
 
     tasks = sub.add_parser("tasks", help="list the tasks a --tasks spec expands to")
     tasks.add_argument("spec", help="what --tasks takes: a preset (l2v-real, l2v-mini, mteb-en, mteb-en-v2, "
@@ -151,6 +163,16 @@ def _dispatch(args) -> int:
 
         md = write_report(args.results_dir, args.output, title=args.title, baselines=not args.no_baselines)
         print(f"Wrote {md}\nWrote {md.with_name('report.html')}")
+        return 0
+    if args.command == "compare":
+        from l2v_eval.comparison import compare, format_comparison
+
+        tasks = [t.strip() for item in args.tasks for t in item.split(",") if t.strip()] if args.tasks else None
+        table = compare(args.results_dir, *args.models, tasks=tasks, resamples=args.resamples, seed=args.seed)
+        print(format_comparison(table))
+        if args.output:
+            table.to_csv(args.output, index=False)
+            print(f"Wrote {args.output}")
         return 0
     if args.command == "tasks":
         from l2v_eval.tasks.presets import resolve_tasks

@@ -14,8 +14,6 @@ from collections.abc import Iterator
 import torch
 from transformers import PretrainedConfig
 
-_FLAG = "l2v_bidirectional"
-
 
 def _configs(model: torch.nn.Module) -> Iterator[PretrainedConfig]:
     """The model's config and any nested text/decoder configs (multimodal wrappers)."""
@@ -60,7 +58,6 @@ def set_bidirectional(model: torch.nn.Module, enable: bool = True) -> torch.nn.M
             # Gemma-family configs have their own switch; keep it in step so a
             # saved config reloads with the same attention in plain transformers.
             config.use_bidirectional_attention = bool(enable) or None
-        setattr(config, _FLAG, bool(enable))
     for module in modules:
         module.is_causal = not enable
     return model
@@ -78,7 +75,3 @@ def is_bidirectional(model: torch.nn.Module) -> bool:
         getattr(c, "is_causal", True) is False for c in _configs(model)
     )
 
-
-def saved_as_bidirectional(config: PretrainedConfig) -> bool:
-    """Whether a loaded config was written by a bidirectional l2v model."""
-    return bool(getattr(config, _FLAG, False)) or getattr(config, "is_causal", True) is False

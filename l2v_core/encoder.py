@@ -39,8 +39,10 @@ logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "llm2vec_config.json"
 ENCODER_DEFAULTS = {"pooling_mode": "mean", "max_length": 512, "doc_max_length": 400, "skip_instruction": True}
-# llm2vec_config.json keys: the encoder settings, and the attention direction when it is causal.
+# llm2vec_config.json keys: the encoder settings, and the attention direction when it is causal (the one
+# record of the direction; older l2v versions also wrote it into config.json under LEGACY_DIRECTION_KEY).
 SAVED_KEYS = (*ENCODER_DEFAULTS, "bidirectional")
+LEGACY_DIRECTION_KEY = loading.SAVED_DIRECTION_KEY
 
 
 @dataclass
@@ -156,13 +158,13 @@ class LLM2Vec(torch.nn.Module):
 
         settings = dict(ENCODER_DEFAULTS)
         saved = read_encoder_config(adapters[-1].path if adapters else source.path)
-        saved_direction = saved.pop("bidirectional", None)
+        saved.pop("bidirectional", None)
         settings.update(saved)
         given = {"pooling_mode": pooling_mode, "max_length": max_length,
                  "doc_max_length": doc_max_length, "skip_instruction": skip_instruction}
         settings.update({k: v for k, v in given.items() if v is not None})
         if enable_bidirectional is None:
-            enable_bidirectional = next((d for d in (saved_direction, loading.saved_direction(source.path)) if d is not None), True)
+            enable_bidirectional = saved_direction([a.path for a in adapters[-1:]] + [source.path])
 
         tokenizer = loading.load_tokenizer(source)
         model = loading.load_base_model(source, **model_kwargs)
@@ -356,6 +358,7 @@ class LLM2Vec(torch.nn.Module):
             with open(config_file) as f:
                 saved = json.load(f)
             saved.setdefault("_name_or_path", self.name_or_path)
+            saved.pop(LEGACY_DIRECTION_KEY, None)  # the direction is llm2vec_config.json's alone
             write_json(config_file, saved)
         if save_config:
             write_json(os.path.join(output_path, CONFIG_NAME), self.encoder_config())
@@ -381,6 +384,18 @@ def read_encoder_config(path: str) -> dict:
     if "bidirectional" in saved and not isinstance(saved["bidirectional"], bool):
         raise loading.ModelLoadError(f"{file}: 'bidirectional' must be true or false, got {saved['bidirectional']!r}")
     return {**{k: v for k, v in saved.items() if k in SAVED_KEYS}, **prompts}
+
+
+def saved_direction(folders: list[str]) -> bool:
+    """The attention direction a model was saved with: ``bidirectional`` of the first ``llm2vec_config.json``
+    among ``folders`` (the adapter's, then the base's), written only for a causal model, so an absent key means
+    bidirectional (as the reference assumes). Folders written before that file was the one record carry the
+    direction only in config.json; without either, bidirectional."""
+    for folder in folders:
+        if os.path.isfile(os.path.join(folder, CONFIG_NAME)):
+            return read_encoder_config(folder).get("bidirectional", True)
+    legacy = loading.saved_direction(folders[-1])
+    return True if legacy is None else legacy
 
 
 def _per_adapter(revision, count: int) -> list:

@@ -2,8 +2,8 @@
 
 Atomic writes: a reader never sees a half-written file, an interrupted write leaves the old one,
 and the new file gets the mode a plain ``open(path, "w")`` would give it (``0666 & ~umask``), so
-a shared results folder stays readable. Folders (checkpoints, adapters) get the same guarantee:
-they are filled under a temporary name beside their final place and renamed into it once complete.
+a shared results folder stays readable. Folders (an adapter, a merged encoder) get the same guarantee
+from :func:`atomic_directory`: they are filled under a temporary name and moved into place once complete.
 Output-folder checks: refuse, before any work, a folder that cannot be written or whose writing
 would destroy the inputs or a user's files.
 """
@@ -105,15 +105,6 @@ def check_output_dir(output: str | os.PathLike, inputs: Iterable[str | os.PathLi
     check_writable_dir(output, "The output")
 
 
-def staging_dir(path: str | os.PathLike) -> Path:
-    """The temporary folder beside ``path`` that :func:`publish_dir` moves into place.
-
-    The name depends on ``path`` only, so several processes filling one folder agree on it.
-    """
-    path = Path(path)
-    return path.with_name(f".{path.name}.tmp")
-
-
 def plain_file_modes(folder: str | os.PathLike, pattern: str = "**/*") -> None:
     """Give the files under ``folder`` matching ``pattern`` the mode a plain write gives (``0666 & ~umask``).
 
@@ -127,10 +118,9 @@ def plain_file_modes(folder: str | os.PathLike, pattern: str = "**/*") -> None:
             os.chmod(file, 0o666 & ~umask)
 
 
-def publish_dir(staging: str | os.PathLike, path: str | os.PathLike) -> None:
+def _publish_dir(staging: Path, path: Path) -> None:
     """Move the complete folder ``staging`` to ``path`` (its files with plain-write modes). A folder
     already at ``path`` is moved aside first and deleted only once the new one is in place."""
-    path = Path(path)
     plain_file_modes(staging)
     aside = path.with_name(f".{path.name}.old")
     shutil.rmtree(aside, ignore_errors=True)
@@ -141,10 +131,16 @@ def publish_dir(staging: str | os.PathLike, path: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary folder beside ``path``; when the block completes it becomes ``path``,
-    when it fails it is removed and ``path`` is left as it was."""
-    staging = staging_dir(path)
+def atomic_directory(path: str | os.PathLike, entries_only: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder; when the block completes its content is put in place whole, when
+    it fails it is removed and ``path`` is left as it was.
+
+    The temporary folder lies beside ``path`` and becomes ``path``. With ``entries_only`` (a folder that
+    also holds other files, such as a training run's output), it lies inside ``path`` and each of its
+    entries replaces the entry of that name there, whole, leaving the others alone.
+    """
+    path = Path(path)
+    staging = path / ".staging.tmp" if entries_only else path.with_name(f".{path.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
@@ -152,4 +148,16 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    publish_dir(staging, path)
+    if not entries_only:
+        _publish_dir(staging, path)
+        return
+    plain_file_modes(staging)
+    for item in staging.iterdir():
+        target = path / item.name
+        if item.is_dir():
+            _publish_dir(item, target)
+            continue
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    staging.rmdir()

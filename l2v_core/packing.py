@@ -88,7 +88,7 @@ def plan_batches(lengths: list[int], order: list[int], max_texts: int, max_token
     ``max_texts`` rows and ``max_tokens`` tokens with padding) come from :func:`cheapest_cut`.
     """
     if packed:
-        cuts = token_budget_batches(lengths, order, max_texts, max_tokens, packed=True)
+        cuts = token_budget_batches(lengths, order, max_texts, max_tokens)
     else:
         forward = FORWARD_COST.get(device_type, FORWARD_COST_OTHER_DEVICES)
         mask = MASK_COST.get(device_type, MASK_COST_OTHER_DEVICES)
@@ -169,22 +169,18 @@ def batch_cost(rows: int, longest: int, masked: bool, forward_cost: float, mask_
     return forward_cost + (compute * (1.0 + mask_cost) if masked else compute)
 
 
-def token_budget_batches(lengths: list[int], order: list[int], max_texts: int, max_tokens: int | None,
-                         packed: bool) -> list[list[int]]:
-    """Split ``order`` (indices sorted by length, longest first) greedily into batches.
-
-    A padded batch costs ``len(batch) * longest`` tokens, a packed one ``sum(lengths)``.
-    """
-    batches, current, longest, total = [], [], 0, 0
+def token_budget_batches(lengths: list[int], order: list[int], max_texts: int,
+                         max_tokens: int | None) -> list[list[int]]:
+    """Split ``order`` (indices sorted by length, longest first) greedily into packed batches of at most
+    ``max_texts`` texts and ``max_tokens`` real tokens."""
+    batches, current, total = [], [], 0
     for i in order:
         n = lengths[i]
-        new_longest, new_total = max(longest, n), total + n
-        cost = new_total if packed else new_longest * (len(current) + 1)
-        if current and (len(current) >= max_texts or (max_tokens is not None and cost > max_tokens)):
+        if current and (len(current) >= max_texts or (max_tokens is not None and total + n > max_tokens)):
             batches.append(current)
-            current, new_longest, new_total = [], n, n
+            current, total = [], 0
         current.append(i)
-        longest, total = new_longest, new_total
+        total += n
     if current:
         batches.append(current)
     return batches

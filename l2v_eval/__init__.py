@@ -1,19 +1,23 @@
-"""l2v evaluation harness: MTEB (through the ``mteb`` package), the bundled ``l2v-mini``
-suite and word-level probes, into one tidy results table with leaderboards and reports.
+"""l2v evaluation harness: MTEB (through the ``mteb`` package), the bundled suites (``l2v-real``, the
+default, and the ``l2v-mini`` smoke suite) and word-level probes, into one tidy results table with
+leaderboards and reports.
 
 Importing the package registers the bundled tasks with mteb (:mod:`l2v_eval.tasks.mteb_registry`), so
-``mteb.get_task("L2VRealQuotePairs")`` and mteb's result summaries know them; other names are imported on
-first use.
+``mteb.get_task("L2VRealQuotePairs")`` and mteb's result summaries know them. The names below are
+imported from their modules on first use.
 """
 from __future__ import annotations
 
 import importlib
+
+from .tasks.mteb_registry import register_tasks
 
 _EXPORTS = {
     "EvalConfig": "harness",
     "RunSummary": "run_summary",
     "run_evaluation": "harness",
     "build_leaderboard": "leaderboard",
+    "compare": "comparison",
     "write_leaderboard": "leaderboard",
     "L2VEncoder": "encoder_adapter",
     "ModelSpec": "model",
@@ -24,8 +28,6 @@ _EXPORTS = {
     "MtebEvaluator": "training_eval",
 }
 __all__ = list(_EXPORTS)
-
-from .tasks.mteb_registry import register_tasks  # noqa: E402  (after the names above: it imports mteb)
 
 register_tasks()
 

@@ -36,7 +36,9 @@ from l2v_core.dtypes import DTYPE_NAMES
 from .cache_folder import check_cache_folder, folder_bytes
 from .embedding_cache.encoder import DEFAULT_CHUNK_TEXTS, CachedEncoder
 from .encoder_adapter import L2VEncoder
+from .intervals import with_intervals
 from .model import ModelLoadFailed, ModelSpec, check_model_settings
+from .predictions import PREDICTIONS_DIR, predictions_folder, save_gold
 from .progress import TaskProgress
 from .results import (OK, ResultsStore, ResultsTableError, failure_row, l2v_version, now, record_instructions,
                       rows_from_task_result)
@@ -233,6 +235,8 @@ class Evaluation:
             self.close()
         if self.config.embedding_cache is not None and self.config.embedding_cache.is_dir():
             summary.embedding_cache_bytes = folder_bytes(self.config.embedding_cache)
+        if (self.config.output / PREDICTIONS_DIR).is_dir():
+            summary.predictions_bytes = folder_bytes(self.config.output / PREDICTIONS_DIR)
         summary.comparison = self._comparison()
         return summary
 
@@ -307,6 +311,7 @@ class Evaluation:
         if not any(n_samples.values()) and not must_compute:  # rows rebuilt from mteb's JSON: count what was scored
             n_samples = counted_from_data(task, self.config.data_dir)
         rows = rows_from_task_result(task_result, task.metadata, n_samples=n_samples, **self.identity)
+        rows = with_intervals(rows, predictions_folder(self.cache, name, self.encoder.mteb_model_meta))
         self.store.upsert(rows)
         record_instructions(self.cache.get_task_result_path(name, self.encoder.mteb_model_meta).parent, name,
                             {role: self.encoder.instruction_for(task.metadata, prompt_type) or ""
@@ -341,10 +346,13 @@ class Evaluation:
                                             enabled=self.config.show_progress)
                 if self.cached is not None:
                     self.cached.progress = progress
+                predictions = predictions_folder(self.cache, task.metadata.name, self.encoder.mteb_model_meta)
+                if must_compute and task.data_loaded and not isinstance(task, AbsTaskAggregate):
+                    save_gold(task, predictions)  # what mteb scores against, beside what it predicts
                 result = mteb.evaluate(
                     self.cached or self.encoder, task, cache=self.cache,
                     overwrite_strategy="always" if self.config.overwrite else "only-missing",
-                    raise_error=True, co2_tracker=False, show_progress_bar=False,
+                    raise_error=True, co2_tracker=False, show_progress_bar=False, prediction_folder=predictions,
                     encode_kwargs={"batch_size": self.config.batch_size,
                                    "show_progress_bar": self.config.show_progress and self.cached is None},
                 )

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from .intervals import with_half_widths
 from .results import CSV_NAME, KEY, MODEL_KEY, OK, PARQUET_NAME, load_results
+from .statistics import borda_rank
 
 MEAN_TASK = "Mean (Task)"
 MEAN_TYPE = "Mean (TaskType)"
@@ -97,6 +99,7 @@ def build_leaderboard(frame: pd.DataFrame, tasks: Mapping[str, str] | Sequence[s
     out["n_tasks"] = (~missing).sum(axis=1)
     out["complete"] = ~missing.any(axis=1)
     out["missing_tasks"] = [", ".join(c for c in task_cols if missing.loc[i, c]) for i in matrix.index]
+    out["borda_rank"] = borda_rank(matrix)  # as the MTEB leaderboard ranks: points per task, missing tasks none
     # skipna=False: an incomplete model gets no average rather than one over fewer tasks.
     out[MEAN_TASK] = matrix.mean(axis=1, skipna=False)
     type_means = pd.DataFrame({ty: matrix[cols].mean(axis=1, skipna=False) for ty, cols in sorted(by_type.items())})
@@ -191,8 +194,10 @@ def rounded(board: pd.DataFrame, scale: float = 100.0) -> pd.DataFrame:
 def format_leaderboard(board: pd.DataFrame, scale: float = 100.0, model_meta: bool = False) -> str:
     """The leaderboard as printed: models, coverage and averages (per-task scores are in the CSV); with
     ``model_meta``, the models' parameters, embedding size, token limit and weight memory too."""
-    facts = [c for c in ("parameters", "embed_dim", "max_tokens", "memory_mb") if model_meta and c in board]
-    columns = ["label", *facts, "n_tasks", MEAN_TASK, MEAN_TYPE, *board.attrs.get("type_columns", [])]
+    facts = [c for c in ("n_parameters", "embed_dim", "max_tokens", "memory_mb") if model_meta and c in board]
+    spread = [c for c in (MEAN_TASK + " ±",) if c in board]  # half-width of the mean's 95% interval
+    columns = ["label", *facts, "n_tasks", "borda_rank", MEAN_TASK, *spread, MEAN_TYPE,
+               *board.attrs.get("type_columns", [])]
     shown = board[columns].rename(columns={"n_tasks": "tasks"}).set_index("label")
     shown.index.name = None
     digits = 2 if scale >= 10 else 4
@@ -257,7 +262,7 @@ def with_model_meta(board: pd.DataFrame, suite_dir: Path) -> pd.DataFrame:
     columns = list(LEADERBOARD_FIELDS.values())
     meta = pd.DataFrame(results_meta(suite_dir), columns=[*keys, *columns]).drop_duplicates(keys, keep="last")
     merged = board.merge(meta, on=keys, how="left")
-    for column in ("parameters", "embed_dim", "max_tokens"):  # whole numbers, empty where unknown
+    for column in ("n_parameters", "embed_dim", "max_tokens"):  # whole numbers, empty where unknown
         merged[column] = pd.to_numeric(merged[column], errors="coerce").round().astype("Int64")
     at = list(board.columns).index("experiment") + 1
     order = [*board.columns[:at], *columns, *board.columns[at:]]
@@ -276,8 +281,11 @@ def _build_and_write(results_dir, output, tasks, scale, baselines) -> tuple[dict
     default = (results_dir.parent if results_dir.is_file() else results_dir) / "leaderboard.csv"
     output = output if output is not None else default
     check_board_output(results_dir, output)
-    boards = build_leaderboards(load_suites(results_dir, baselines=baselines), tasks=tasks, scale=scale)
+    tables = load_suites(results_dir, baselines=baselines)
+    boards = build_leaderboards(tables, tasks=tasks, scale=scale)
     boards = {suite: with_model_meta(board, _suite_dir(results_dir, suite)) for suite, board in boards.items()}
+    boards = {suite: with_half_widths(board, tables[suite], _suite_dir(results_dir, suite), scale)
+              for suite, board in boards.items()}
     return boards, write_leaderboards(boards, output, scale=scale)
 
 

@@ -124,7 +124,7 @@ def lineage(base_name: str, base_local: str, adapters: list[str]) -> dict[str, A
 
 
 # ModelMeta fields the leaderboard shows, with their column names.
-LEADERBOARD_FIELDS = {"n_parameters": "parameters", "embed_dim": "embed_dim", "max_tokens": "max_tokens",
+LEADERBOARD_FIELDS = {"n_parameters": "n_parameters", "embed_dim": "embed_dim", "max_tokens": "max_tokens",
                       "memory_usage_mb": "memory_mb", "adapted_from": "base_model"}
 
 

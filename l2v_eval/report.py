@@ -24,7 +24,9 @@ import pandas as pd
 
 from l2v_core.files import atomic_write, check_writable_dir
 
-from .leaderboard import MEAN_TASK, MEAN_TYPE, build_leaderboard, load_suites, model_labels, task_scores
+from .intervals import half_widths
+from .leaderboard import (MEAN_TASK, MEAN_TYPE, _suite_dir, build_leaderboard, load_suites, model_labels,
+                          task_scores)
 from .results import OK
 
 
@@ -85,8 +87,10 @@ def _legend_outside(ax) -> None:
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 
 
-def _bar_chart(data: pd.DataFrame, title: str, ylabel: str, path: Path, natural_top: float = 100.0) -> None:
-    """Grouped bars: one group per row of ``data`` (index), one bar per column (model), each labelled."""
+def _bar_chart(data: pd.DataFrame, title: str, ylabel: str, path: Path, natural_top: float = 100.0,
+               errors: pd.DataFrame | None = None) -> None:
+    """Grouped bars: one group per row of ``data`` (index), one bar per column (model), each labelled;
+    ``errors`` (same shape): half-widths of 95% intervals, drawn as error bars where known."""
     import numpy as np
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state in a library call
 
@@ -97,8 +101,11 @@ def _bar_chart(data: pd.DataFrame, title: str, ylabel: str, path: Path, natural_
     x = np.arange(len(groups))
     values = data.astype(float).to_numpy()
     upright = len(models) > 3  # side by side, horizontal labels of many bars would overlap
+    spread = (np.nan_to_num(errors.reindex(index=groups, columns=models).astype(float).to_numpy())
+              if errors is not None else np.zeros_like(values))
     for i, model in enumerate(models):
-        bars = ax.bar(x + (i - (len(models) - 1) / 2) * width, values[:, i], width, label=model)
+        bars = ax.bar(x + (i - (len(models) - 1) / 2) * width, values[:, i], width, label=model,
+                      yerr=spread[:, i], capsize=2, error_kw={"linewidth": 0.8})
         ax.bar_label(bars, labels=[f"{v:.1f}" if np.isfinite(v) else "" for v in values[:, i]],
                      fontsize="x-small", padding=2, rotation=90 if upright else 0)
     ax.set_xticks(x, [str(g) for g in groups], rotation=30 if len(groups) > 4 else 0,
@@ -143,9 +150,10 @@ def _probe_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_blocks(frame: pd.DataFrame, out_dir: Path, title: str | None, level: int = 2,
-                 prefix: str = "", intro: str = "") -> list[Block]:
+                 prefix: str = "", intro: str = "", suite_dir: Path | None = None) -> list[Block]:
     """The report of one suite's table. ``level``: its section headings' level; ``prefix``: plot file
-    name prefix (several suites share one folder); ``intro``: text before the counts."""
+    name prefix (several suites share one folder); ``intro``: text before the counts; ``suite_dir``: the
+    suite's results folder, whose kept predictions mark the models not distinguishable from each task's best."""
     blocks = []
     if title:
         blocks += [Block("heading", title, level - 1)]
@@ -153,7 +161,7 @@ def build_blocks(frame: pd.DataFrame, out_dir: Path, title: str | None, level: i
     n_models = len(frame[["model", "model_revision", "experiment"]].drop_duplicates())
     blocks.append(Block("text", f"{intro}{n_models} model(s) and {frame['task'].nunique()} "
                                 "task(s). Scores are ×100."))
-    blocks += _mteb_blocks(frame, out_dir, level, prefix)
+    blocks += _mteb_blocks(frame, out_dir, level, prefix, suite_dir)
     blocks += _probe_blocks(frame, out_dir, level, prefix)
     failures = frame[frame["status"] != OK]
     if not failures.empty:
@@ -163,7 +171,8 @@ def build_blocks(frame: pd.DataFrame, out_dir: Path, title: str | None, level: i
     return blocks
 
 
-def _mteb_blocks(frame: pd.DataFrame, out_dir: Path, level: int, prefix: str) -> list[Block]:
+def _mteb_blocks(frame: pd.DataFrame, out_dir: Path, level: int, prefix: str,
+                 suite_dir: Path | None = None) -> list[Block]:
     matrix, types = task_scores(frame)
     if matrix.empty:
         return []
@@ -186,10 +195,17 @@ def _mteb_blocks(frame: pd.DataFrame, out_dir: Path, level: int, prefix: str) ->
     for ty in type_cols:
         tasks = [t for t in scaled.columns if types[t] == ty]
         name = f"{prefix}type_{_slug(ty)}.png"
-        _bar_chart(scaled[tasks].T, f"{ty}: main score per task", "score ×100", out_dir / name)
+        _bar_chart(scaled[tasks].T, f"{ty}: main score per task", "score ×100", out_dir / name,
+                   errors=half_widths(frame).T)  # the 95% intervals of the tidy table
         blocks += [Block("heading", ty, level + 1), Block("image", (name, f"{ty} tasks"))]
     per_task = scaled.T
     per_task.insert(0, "type", [types[t] for t in per_task.index])
+    if suite_dir is not None:  # paired bootstrap against the task's best model, from kept predictions
+        from .comparison import tied_with_best
+
+        tied = tied_with_best(suite_dir)
+        per_task["best"] = [scaled[t].idxmax() if t in tied else "" for t in per_task.index]
+        per_task["not distinguishable from the best"] = [", ".join(tied.get(t, [])) for t in per_task.index]
     per_task = per_task.sort_values(["type"], kind="stable").reset_index(names="task")
     return blocks + [Block("heading", "Scores per task", level), Block("table", per_task)]
 
@@ -268,12 +284,14 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike, tit
     if len(tables) == 1:
         ((suite, frame),) = tables.items()
         intro = f"{_described(suite)}{stamp} from "
-        blocks = [Block("heading", title, 1), *build_blocks(frame, out_dir, None, intro=intro)]
+        blocks = [Block("heading", title, 1),
+                  *build_blocks(frame, out_dir, None, intro=intro, suite_dir=_suite_dir(Path(results_dir), suite))]
     else:
         blocks = [Block("heading", title, 1), Block("text", f"{stamp}; one section per suite.")]
         for suite, frame in tables.items():
             blocks += [Block("heading", suite, 2),
-                       *build_blocks(frame, out_dir, None, 3, f"{_slug(suite)}_", intro=_described(suite))]
+                       *build_blocks(frame, out_dir, None, 3, f"{_slug(suite)}_", intro=_described(suite),
+                                     suite_dir=_suite_dir(Path(results_dir), suite))]
     md_path = out_dir / "report.md"
     atomic_write(md_path, lambda p: Path(p).write_text(render_markdown(blocks), encoding="utf-8"))
     atomic_write(out_dir / "report.html", lambda p: Path(p).write_text(render_html(blocks, title), encoding="utf-8"))

@@ -48,6 +48,10 @@ COLUMNS = {
     "languages": "string",
     "metric": "string",
     "value": "float64",
+    "ci_low": "float64",  # 95% bootstrap interval of a main score over the task's test units (l2v_eval.intervals)
+    "ci_high": "float64",
+    "ci_resamples": "Int64",
+    "ci_seed": "Int64",
     "is_main_score": "boolean",
     "layer": "Int64",
     "n_samples": "Int64",

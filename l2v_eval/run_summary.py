@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cache_folder import human_bytes
+from .predictions import PREDICTIONS_DIR
 from .results import OK
 
 MISSING_DATA = "missing-data"
@@ -54,6 +55,7 @@ class RunSummary:
     outcomes: list[TaskOutcome] = field(default_factory=list)
     embedding_cache: Path | None = None
     embedding_cache_bytes: int = 0
+    predictions_bytes: int = 0  # per-unit predictions and gold kept under <output>/predictions
     comparison: str = ""  # the suite's shipped baselines next to this model, when the suite ships any
     rank: int = 0
 
@@ -79,6 +81,9 @@ class RunSummary:
         if self.embedding_cache is not None:
             lines.append(f"Embedding cache: {self.embedding_cache} "
                          f"({human_bytes(self.embedding_cache_bytes)}; `l2v-eval cache info` lists it)")
+        if self.predictions_bytes:
+            lines.append(f"Predictions: {self.output / PREDICTIONS_DIR} ({human_bytes(self.predictions_bytes)}; "
+                         "`l2v-eval compare` reads them)")
         if self.comparison:
             lines.extend(["", self.comparison])
         return "\n".join(lines)

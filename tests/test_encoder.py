@@ -130,6 +130,28 @@ def test_causal_mode_differs_from_bidirectional(tiny_llama, encoder):
     assert not torch.allclose(causal.encode(TEXTS, show_progress_bar=False), encoder.encode(TEXTS, show_progress_bar=False), atol=1e-3)
 
 
+def test_direction_is_recorded_once_and_older_records_still_load(tiny_llama, tmp_path):
+    from l2v_core import is_bidirectional
+    from l2v_core.encoder import LEGACY_DIRECTION_KEY
+
+    def config_json(folder):
+        return json.loads((folder / "config.json").read_text())
+
+    LLM2Vec.from_pretrained(tiny_llama, enable_bidirectional=False).save(tmp_path / "causal")
+    assert json.loads((tmp_path / "causal" / "llm2vec_config.json").read_text())["bidirectional"] is False
+    assert LEGACY_DIRECTION_KEY not in config_json(tmp_path / "causal")
+    # A folder of an older version: the direction only in config.json (and there as the opposite of the truth
+    # once the model is loaded the other way round and saved again).
+    legacy = tmp_path / "legacy"
+    LLM2Vec.from_pretrained(tiny_llama).save(legacy)
+    (legacy / "llm2vec_config.json").unlink()
+    (legacy / "config.json").write_text(json.dumps({**config_json(legacy), LEGACY_DIRECTION_KEY: False}))
+    assert not is_bidirectional(LLM2Vec.from_pretrained(legacy).model)
+    LLM2Vec.from_pretrained(legacy, enable_bidirectional=True).save(tmp_path / "resaved")
+    assert LEGACY_DIRECTION_KEY not in config_json(tmp_path / "resaved")
+    assert is_bidirectional(LLM2Vec.from_pretrained(tmp_path / "resaved").model)
+
+
 def test_numpy_output_and_empty_list(encoder):
     arr = encoder.encode(TEXTS[:2], convert_to_numpy=True, show_progress_bar=False)
     assert isinstance(arr, np.ndarray) and arr.dtype == np.float32 and arr.shape == (2, encoder.hidden_size)

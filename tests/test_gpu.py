@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from l2v_core import LLM2Vec
-from tests.test_packing import TEXTS
+from tests.tiny import LAYOUT_TEXTS as TEXTS
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

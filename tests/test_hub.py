@@ -230,12 +230,12 @@ def test_training_takes_hub_ids_and_records_them(hub, tmp_path):
 
 
 def test_portable_base_references(hub, smollm2_gguf):
-    from l2v_core.training.modeling import model_reference
+    from l2v_core.loading import portable_reference
 
-    assert model_reference("bundled") == "bundled"
-    assert model_reference(smollm2_gguf) == "bundled"  # never a path into site-packages
-    assert model_reference(str(hub[hubcache.MISTRAL])) == hubcache.MISTRAL  # a cache snapshot: its Hub id
-    assert model_reference(hubcache.MNTP) == hubcache.MNTP
+    assert portable_reference("bundled") == "bundled"
+    assert portable_reference(smollm2_gguf) == "bundled"  # never a path into site-packages
+    assert portable_reference(str(hub[hubcache.MISTRAL])) == hubcache.MISTRAL  # a cache snapshot: its Hub id
+    assert portable_reference(hubcache.MNTP) == hubcache.MNTP
 
 
 def test_bundled_resolves_without_the_network(smollm2_gguf, monkeypatch):

@@ -6,19 +6,9 @@ import torch
 
 from l2v_core import LLM2Vec, POOLING_MODES
 from l2v_core.packing import PlannedBatch, batch_cost, cheapest_cut, pad_left, plan_batches
+from tests import tiny
 
-# Texts in groups of equal token counts, plus odd ones: the planner makes both dense and padded batches.
-TEXTS = [
-    "The quick brown fox jumps over the lazy dog.",
-    ["Retrieve passages that answer the question:", "Paris is the capital and most populous city of France."],
-    "The quick brown dog jumps over the lazy fox.",
-    "Cats and dogs.",
-    "The lazy brown fox jumps over the quick dog.",
-    ["Given a claim, find documents that refute the claim:", "The stock market fell sharply after the announcement."],
-    "Two women are walking along the beach at sunset.",
-    "Cats and cats.",
-    "A man is playing a guitar on the street.",
-]
+TEXTS = tiny.LAYOUT_TEXTS
 
 
 def _cut(lengths, max_texts=32, max_tokens=None, forward=32.0, mask=0.03, share=0.0):

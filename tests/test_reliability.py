@@ -14,7 +14,7 @@ import torch
 from l2v_core import LLM2Vec
 from l2v_cli.convert import main as convert
 from l2v_core.files import atomic_write, write_json
-from tests.test_reference_compat import BUILD_REFERENCE, REFERENCE_PYTHON, assert_close_to_reference, run_reference
+from tests.reference import assert_close_to_reference, needs_reference, run_reference
 
 
 def digest(folder):
@@ -120,7 +120,7 @@ def test_texts_with_words_are_still_cut_word_wise_as_the_reference(short_encoder
     assert kept.split() == words[:len(kept.split())]  # whole words only
 
 
-@pytest.mark.skipif(not REFERENCE_PYTHON, reason=f"L2V_REFERENCE_PYTHON is not set; build one with: {BUILD_REFERENCE}")
+@needs_reference
 def test_word_wise_cut_gives_the_reference_vectors(tiny_llama, tmp_path):
     model_dir = shutil.copytree(tiny_llama, tmp_path / "model")
     (model_dir / "llm2vec_config.json").write_text(json.dumps({"max_length": 64, "doc_max_length": 12}))
@@ -205,3 +205,28 @@ def test_failed_atomic_write_keeps_the_old_file(tmp_path):
         atomic_write(target, crash)
     assert target.read_text() == "old rows"
     assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+
+
+@pytest.mark.parametrize("entries_only", [False, True])
+def test_atomic_directory_publishes_whole_or_not_at_all(tmp_path, entries_only):
+    from l2v_core.files import atomic_directory
+
+    folder = tmp_path / "run"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "old.txt").write_text("old")
+    (folder / "kept.txt").write_text("the run's own file")
+    with pytest.raises(RuntimeError, match="killed"), atomic_directory(folder, entries_only=entries_only) as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "new.txt").write_text("half")
+        raise RuntimeError("killed")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == \
+        ["run", "run/kept.txt", "run/sub", "run/sub/old.txt"]
+
+    with atomic_directory(folder, entries_only=entries_only) as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "new.txt").write_text("new")
+        (tmp / "model.json").write_text("{}")
+    expected = ["run", "run/model.json", "run/sub", "run/sub/new.txt"]
+    if entries_only:  # entries of the same name replaced whole, the others left alone
+        expected.insert(1, "run/kept.txt")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == expected

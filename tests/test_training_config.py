@@ -4,37 +4,35 @@ import json
 import pytest
 
 from l2v_cli.train import parse_overrides
-from l2v_core.training import ConfigError, DataError, load_config, load_texts, load_triples, sample_path
+from l2v_core.training import ConfigError, DataError, load_config, load_texts, load_triples, sample_path, train
 from l2v_core.training.config import MNTPConfig, SimCSEConfig, SupervisedConfig
 
-REQUIRED = {"base_model": "m", "train_file": "t.txt", "output_dir": "o"}
 
-
-def test_defaults_follow_the_paper():
-    mntp = MNTPConfig(**REQUIRED)
+def test_defaults_follow_the_paper(required):
+    mntp = MNTPConfig(**required)
     assert (mntp.lora_r, mntp.lora_alpha, mntp.lora_dropout) == (16, 32, 0.05)
     assert mntp.lora_target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     assert (mntp.max_steps, mntp.batch_size, mntp.max_length, mntp.mask_probability) == (1000, 32, 512, 0.2)
     assert mntp.mask_token == "_" and not mntp.merge_output
-    simcse = SimCSEConfig(**REQUIRED)
+    simcse = SimCSEConfig(**required)
     assert (simcse.temperature, simcse.attention_dropout, simcse.lora_dropout) == (0.05, 0.3, 0.3)
     assert simcse.pooling_mode == "mean" and simcse.merge_output
-    assert SupervisedConfig(**REQUIRED).homogeneous_batches
+    assert SupervisedConfig(**required).homogeneous_batches
 
 
-def test_unknown_key_suggests_the_close_one():
+def test_unknown_key_suggests_the_close_one(required):
     with pytest.raises(ConfigError, match=r"Unknown key 'learning_rte'.*did you mean 'learning_rate'"):
-        load_config("mntp", None, {**REQUIRED, "learning_rte": 1e-4})
+        load_config("mntp", None, {**required, "learning_rte": 1e-4})
     # A key of another stage is unknown here.
     with pytest.raises(ConfigError, match="Unknown key 'temperature' for mntp"):
-        load_config("mntp", None, {**REQUIRED, "temperature": 0.05})
+        load_config("mntp", None, {**required, "temperature": 0.05})
     # The trainers' own arguments pass through by name; close misspellings of them are suggested too.
-    assert load_config("mntp", None, {**REQUIRED, "report_to": "tensorboard"}).trainer_args == {"report_to": "tensorboard"}
+    assert load_config("mntp", None, {**required, "report_to": "tensorboard"}).trainer_args == {"report_to": "tensorboard"}
     with pytest.raises(ConfigError, match="did you mean 'push_to_hub'"):
-        load_config("simcse", None, {**REQUIRED, "push_to_hbu": True})
+        load_config("simcse", None, {**required, "push_to_hbu": True})
     # A trainer argument that an l2v key decides is refused in favour of that key.
     with pytest.raises(ConfigError, match="Unknown key 'lr_scheduler_type'"):
-        load_config("mntp", None, {**REQUIRED, "lr_scheduler_type": "linear"})
+        load_config("mntp", None, {**required, "lr_scheduler_type": "linear"})
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -51,20 +49,20 @@ def test_unknown_key_suggests_the_close_one():
     ("report_to", "tensorbord", "^`report_to`: unknown logger 'tensorbord'; did you mean 'tensorboard'"),
     ("lora_target_modules", [], "`lora_target_modules` must be a non-empty list"),
 ])
-def test_bad_values_are_named(key, value, message):
+def test_bad_values_are_named(key, value, message, required):
     with pytest.raises(ConfigError, match=message):
-        load_config("mntp", None, {**REQUIRED, key: value})
+        load_config("mntp", None, {**required, key: value})
 
 
-def test_missing_required_and_unknown_stage():
+def test_missing_required_and_unknown_stage(required):
     with pytest.raises(ConfigError, match="`output_dir` is required"):
         load_config("simcse", None, {"base_model": "m", "train_file": "t.txt"})
     with pytest.raises(ConfigError, match="Unknown training stage 'mlm'"):
-        load_config("mlm", None, REQUIRED)
+        load_config("mlm", None, required)
     with pytest.raises(ConfigError, match="`pooling_mode` must be one of"):
-        load_config("simcse", None, {**REQUIRED, "pooling_mode": "max"})
+        load_config("simcse", None, {**required, "pooling_mode": "max"})
     with pytest.raises(ConfigError, match=r"`instructions\['nq'\]` must be a string"):
-        load_config("supervised", None, {**REQUIRED, "instructions": {"nq": 3}})
+        load_config("supervised", None, {**required, "instructions": {"nq": 3}})
 
 
 def test_config_file_paths_resolve_against_the_file(tmp_path):
@@ -85,12 +83,12 @@ def test_config_file_paths_resolve_against_the_file(tmp_path):
         load_config("mntp", folder / "missing.json")
 
 
-def test_command_line_overrides_are_json_or_strings():
+def test_command_line_overrides_are_json_or_strings(required):
     parsed = parse_overrides(["--max_steps", "10", "--bf16", "--lora-r=8", "--output_dir", "runs/x",
                               "--lora_target_modules", "q_proj,v_proj", "--mntp_adapter", "null"])
     assert parsed == {"max_steps": 10, "bf16": True, "lora_r": 8, "output_dir": "runs/x",
                       "lora_target_modules": "q_proj,v_proj", "mntp_adapter": None}
-    cfg = load_config("simcse", None, {**REQUIRED, **parsed})
+    cfg = load_config("simcse", None, {**required, **parsed})
     assert cfg.lora_target_modules == ["q_proj", "v_proj"] and cfg.mntp_adapter is None
     with pytest.raises(ConfigError, match="Expected --key value"):
         parse_overrides(["max_steps", "3"])
@@ -138,14 +136,17 @@ def test_supervised_data_is_one_dataset_per_name_with_its_instruction_on_queries
     from l2v_core.training.contrastive import supervised_data
 
     config = load_config("supervised", sample_path("supervised.json"), {"output_dir": str(tmp_path / "o")})
-    parts, prompts = supervised_data(config, str(tmp_path / "c"), 8)
+    parts, prompts = supervised_data(config, str(tmp_path / "c"))
     assert set(parts) == {"quotes", "definitions"}
     assert all(p.column_names == ["query", "positive", "negative"] for p in parts.values())
     assert prompts == {name: {"query": config.instructions[name]} for name in parts}
     total = sum(len(p) for p in parts.values())
     assert total == len(load_triples(sample_path("triples.jsonl")))
-    with pytest.raises(DataError, match="Not one full batch"):
-        supervised_data(config, str(tmp_path / "c"), 10_000)
+    # Batches stay inside one data set, so one of them must fill a batch; refused before the model loads.
+    big = load_config("supervised", sample_path("supervised.json"), {"output_dir": str(tmp_path / "big"),
+                                                                     "batch_size": 10_000})
+    with pytest.raises(DataError, match=r"Not one full batch: .* rows in its largest data set \(sizes \[\d+, \d+\]\)"):
+        train("supervised", big)
     mixed = load_config("supervised", sample_path("supervised.json"), {"output_dir": "o", "homogeneous_batches": False})
     with pytest.raises(ConfigError, match="`homogeneous_batches` false"):
-        supervised_data(mixed, str(tmp_path / "c"), 8)
+        supervised_data(mixed, str(tmp_path / "c"))

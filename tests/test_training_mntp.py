@@ -15,13 +15,6 @@ from tests import tiny
 
 
 @pytest.fixture(scope="module")
-def toy_corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "toy.txt"
-    path.write_text("\n\n".join(tiny.CORPUS * 10) + "\n")
-    return path
-
-
-@pytest.fixture(scope="module")
 def tokenizer(tiny_llama):
     return load_tokenizer(str(tiny_llama))
 

@@ -19,13 +19,6 @@ from tests import tiny
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "toy.txt"
-    path.write_text("\n".join(tiny.CORPUS * 6))
-    return path
-
-
 def settings(model, stage, corpus, out, **extra):
     data = sample_path("triples.jsonl") if stage == "supervised" else str(corpus)
     # Linear decay and dropout: the schedule and the random states must both come back on resume.
@@ -57,15 +50,15 @@ def run_in_subprocess(stage, values, kill_at=None):
 
 
 @pytest.mark.parametrize("stage", ["mntp", "simcse", "supervised"])
-def test_a_sigkilled_run_resumes_to_the_weights_of_the_unbroken_run(stage, tiny_llama, corpus, tmp_path):
+def test_a_sigkilled_run_resumes_to_the_weights_of_the_unbroken_run(stage, tiny_llama, toy_corpus, tmp_path):
     straight = tmp_path / "straight"
-    train(stage, load_config(stage, None, settings(tiny_llama, stage, corpus, straight)))
+    train(stage, load_config(stage, None, settings(tiny_llama, stage, toy_corpus, straight)))
     resumed = tmp_path / "resumed"
-    killed = run_in_subprocess(stage, settings(tiny_llama, stage, corpus, resumed), kill_at=5)
+    killed = run_in_subprocess(stage, settings(tiny_llama, stage, toy_corpus, resumed), kill_at=5)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert sorted(p.name for p in resumed.glob("checkpoint-*")) == ["checkpoint-4"]
     assert not (resumed / "adapter").exists()
-    result = train(stage, load_config(stage, None, settings(tiny_llama, stage, corpus, resumed)))
+    result = train(stage, load_config(stage, None, settings(tiny_llama, stage, toy_corpus, resumed)))
     assert result.resumed_from == 4
     a, b = adapter(straight), adapter(resumed)
     assert a.keys() == b.keys()
@@ -80,9 +73,9 @@ class Boom:
         return (os.system, ("touch PWNED",))
 
 
-def test_a_planted_pickle_in_a_checkpoint_is_not_run(tiny_llama, corpus, tmp_path, monkeypatch):
+def test_a_planted_pickle_in_a_checkpoint_is_not_run(tiny_llama, toy_corpus, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    values = settings(tiny_llama, "mntp", corpus, out, max_steps=2)
+    values = settings(tiny_llama, "mntp", toy_corpus, out, max_steps=2)
     train("mntp", load_config("mntp", None, values))
     monkeypatch.chdir(tmp_path)
     victims = [p for p in (out / "checkpoint-2").iterdir() if p.suffix in (".pt", ".pth")]
@@ -154,15 +147,15 @@ def test_a_prompted_query_pools_like_encode_with_an_instruction(tiny_llama):
     assert not torch.allclose(trained.float(), plain.float(), atol=1e-3)
 
 
-def test_evaluation_scores_go_to_metrics_and_leave_training_untouched(tiny_llama, corpus, tmp_path):
+def test_evaluation_scores_go_to_metrics_and_leave_training_untouched(tiny_llama, toy_corpus, tmp_path):
     from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
 
     evaluator = EmbeddingSimilarityEvaluator(tiny.CORPUS[:6], tiny.CORPUS[1:7], [0.1, 0.9, 0.3, 0.5, 0.2, 0.8],
                                              name="toy")
     plain = tmp_path / "plain"
-    train("simcse", load_config("simcse", None, settings(tiny_llama, "simcse", corpus, plain, max_steps=4)))
+    train("simcse", load_config("simcse", None, settings(tiny_llama, "simcse", toy_corpus, plain, max_steps=4)))
     evaluated = tmp_path / "evaluated"
-    values = settings(tiny_llama, "simcse", corpus, evaluated, max_steps=4, eval_tasks="toy", eval_steps=2)
+    values = settings(tiny_llama, "simcse", toy_corpus, evaluated, max_steps=4, eval_tasks="toy", eval_steps=2)
     result = train("simcse", load_config("simcse", None, values), evaluator=evaluator)
     metrics = pd.read_csv(evaluated / "metrics.csv")
     column = "eval_toy_spearman_cosine"
@@ -174,13 +167,13 @@ def test_evaluation_scores_go_to_metrics_and_leave_training_untouched(tiny_llama
     assert "MultipleNegativesRankingLoss" in card
 
 
-def test_mntp_evaluation_scores_the_encoder_being_trained(tiny_llama, corpus, tmp_path):
+def test_mntp_evaluation_scores_the_encoder_being_trained(tiny_llama, toy_corpus, tmp_path):
     from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
 
     evaluator = EmbeddingSimilarityEvaluator(tiny.CORPUS[:6], tiny.CORPUS[1:7], [0.1, 0.9, 0.3, 0.5, 0.2, 0.8],
                                              name="toy")
     out = tmp_path / "mntp"
-    values = settings(tiny_llama, "mntp", corpus, out, max_steps=2, eval_tasks="toy")
+    values = settings(tiny_llama, "mntp", toy_corpus, out, max_steps=2, eval_tasks="toy")
     result = train("mntp", load_config("mntp", None, values), evaluator=evaluator)
     from l2v_core import LLM2Vec
     from l2v_core.st_modules import LLM2VecModule
@@ -191,7 +184,7 @@ def test_mntp_evaluation_scores_the_encoder_being_trained(tiny_llama, corpus, tm
     assert result.eval_scores["eval_toy_spearman_cosine"] == pytest.approx(again["toy_spearman_cosine"], abs=1e-4)
 
 
-def test_contrastive_evaluation_and_the_saved_encoder_use_the_encoder_s_own_length(tiny_llama, corpus, tmp_path):
+def test_contrastive_evaluation_and_the_saved_encoder_use_the_encoder_s_own_length(tiny_llama, toy_corpus, tmp_path):
     """Training cuts texts at max_length; evaluation during training and the saved encoder read the encoder's
     own length (512 here), so the scores logged are those l2v-eval gives the saved adapter."""
     from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
@@ -212,18 +205,18 @@ def test_contrastive_evaluation_and_the_saved_encoder_use_the_encoder_s_own_leng
 
     evaluator = Recording(tiny.CORPUS[:6], tiny.CORPUS[1:7], [0.1, 0.9, 0.3, 0.5, 0.2, 0.8], name="toy")
     out = tmp_path / "run"
-    values = settings(tiny_llama, "simcse", corpus, out, max_steps=2, eval_tasks="toy", eval_steps=2)
+    values = settings(tiny_llama, "simcse", toy_corpus, out, max_steps=2, eval_tasks="toy", eval_steps=2)
     result = train("simcse", load_config("simcse", None, values), evaluator=evaluator, callbacks=[TrainingLength()])
     assert set(TrainingLength.lengths) == {24} and Recording.lengths == [512]
     saved = json.loads((Path(result.adapter_dir) / "llm2vec_config.json").read_text())
     assert saved["max_length"] == 512
 
 
-def test_tensorboard_gets_the_loss(tiny_llama, corpus, tmp_path):
+def test_tensorboard_gets_the_loss(tiny_llama, toy_corpus, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "tb"
-    train("mntp", load_config("mntp", None, settings(tiny_llama, "mntp", corpus, out, max_steps=2,
+    train("mntp", load_config("mntp", None, settings(tiny_llama, "mntp", toy_corpus, out, max_steps=2,
                                                      report_to="tensorboard")))
     events = list((out / "runs").rglob("events.out.tfevents.*"))
     assert events
@@ -232,36 +225,36 @@ def test_tensorboard_gets_the_loss(tiny_llama, corpus, tmp_path):
     assert len(accumulator.Scalars("train/loss")) == 2
 
 
-def test_bf16_autocast_on_cpu_lowers_the_loss(tiny_llama, corpus, tmp_path):
+def test_bf16_autocast_on_cpu_lowers_the_loss(tiny_llama, toy_corpus, tmp_path):
     out = tmp_path / "bf16"
     result = train("mntp", load_config("mntp", None, settings(
-        tiny_llama, "mntp", corpus, out, max_steps=8, bf16=True, lora_dropout=0.0, lr_scheduler="constant",
+        tiny_llama, "mntp", toy_corpus, out, max_steps=8, bf16=True, lora_dropout=0.0, lr_scheduler="constant",
         warmup_steps=0, learning_rate=2e-2, line_by_line=True, batch_size=72)))  # one batch: the same toy batch
     losses = pd.read_csv(out / "metrics.csv").loss
     assert result.final_loss < losses.iloc[0]
-    assert load_config("mntp", None, settings(tiny_llama, "mntp", corpus, out, bf16="auto")).bf16 == "auto"
+    assert load_config("mntp", None, settings(tiny_llama, "mntp", toy_corpus, out, bf16="auto")).bf16 == "auto"
     with pytest.raises(ConfigError, match="`bf16`"):
-        load_config("mntp", None, settings(tiny_llama, "mntp", corpus, out, bf16="yes"))
+        load_config("mntp", None, settings(tiny_llama, "mntp", toy_corpus, out, bf16="yes"))
 
 
-def test_extending_max_steps_is_refused_with_a_decaying_schedule_and_exact_with_a_constant_one(tiny_llama, corpus,
+def test_extending_max_steps_is_refused_with_a_decaying_schedule_and_exact_with_a_constant_one(tiny_llama, toy_corpus,
                                                                                                  tmp_path):
     out = tmp_path / "linear"
-    train("mntp", load_config("mntp", None, settings(tiny_llama, "mntp", corpus, out, max_steps=2)))
+    train("mntp", load_config("mntp", None, settings(tiny_llama, "mntp", toy_corpus, out, max_steps=2)))
     with pytest.raises(ConfigError, match="max_steps 4.*max_steps 2.*new output_dir"):
-        train("mntp", load_config("mntp", None, settings(tiny_llama, "mntp", corpus, out, max_steps=4)))
+        train("mntp", load_config("mntp", None, settings(tiny_llama, "mntp", toy_corpus, out, max_steps=4)))
     constant = dict(lr_scheduler="constant_with_warmup", warmup_steps=1)
     straight, extended = tmp_path / "straight", tmp_path / "extended"
-    train("mntp", load_config("mntp", None, settings(tiny_llama, "mntp", corpus, straight, max_steps=4, **constant)))
-    train("mntp", load_config("mntp", None, settings(tiny_llama, "mntp", corpus, extended, max_steps=2, **constant)))
-    train("mntp", load_config("mntp", None, settings(tiny_llama, "mntp", corpus, extended, max_steps=4, **constant)))
+    train("mntp", load_config("mntp", None, settings(tiny_llama, "mntp", toy_corpus, straight, max_steps=4, **constant)))
+    train("mntp", load_config("mntp", None, settings(tiny_llama, "mntp", toy_corpus, extended, max_steps=2, **constant)))
+    train("mntp", load_config("mntp", None, settings(tiny_llama, "mntp", toy_corpus, extended, max_steps=4, **constant)))
     a, b = adapter(straight), adapter(extended)
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
 
 
-def test_a_damaged_metrics_file_is_repaired_on_resume(tiny_llama, corpus, tmp_path, caplog):
+def test_a_damaged_metrics_file_is_repaired_on_resume(tiny_llama, toy_corpus, tmp_path, caplog):
     out = tmp_path / "run"
-    values = settings(tiny_llama, "mntp", corpus, out, max_steps=4, lr_scheduler="constant")
+    values = settings(tiny_llama, "mntp", toy_corpus, out, max_steps=4, lr_scheduler="constant")
     train("mntp", load_config("mntp", None, {**values, "max_steps": 2}))
     with open(out / "metrics.csv", "a") as f:
         f.write("garbage line, not a row\n1,2.5,0.001,,0.1\n3,4.")  # garbage, a repeated step, a cut-off row
@@ -270,8 +263,8 @@ def test_a_damaged_metrics_file_is_repaired_on_resume(tiny_llama, corpus, tmp_pa
     assert "dropped 3 damaged or repeated row(s)" in caplog.text
 
 
-def test_loss_and_trainer_arguments_by_name(tiny_llama, corpus, tmp_path):
-    base = settings(tiny_llama, "simcse", corpus, tmp_path / "x")
+def test_loss_and_trainer_arguments_by_name(tiny_llama, toy_corpus, tmp_path):
+    base = settings(tiny_llama, "simcse", toy_corpus, tmp_path / "x")
     with pytest.raises(ConfigError, match="did you mean 'MatryoshkaLoss'"):
         train("simcse", load_config("simcse", None, {**base, "loss": "MatryoskaLoss"}))
     with pytest.raises(ConfigError, match="did you mean 'report_to'"):

@@ -26,6 +26,20 @@ CORPUS = [
     "Cats and dogs are common household pets in many countries.",
 ]
 
+# Texts in groups of equal token counts, plus odd ones, and instruction pairs: the batch planner makes batches of
+# every layout (dense and padded; packed where asked) from them.
+LAYOUT_TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    ["Retrieve passages that answer the question:", "Paris is the capital and most populous city of France."],
+    "The quick brown dog jumps over the lazy fox.",
+    "Cats and dogs.",
+    "The lazy brown fox jumps over the quick dog.",
+    ["Given a claim, find documents that refute the claim:", "The stock market fell sharply after the announcement."],
+    "Two women are walking along the beach at sunset.",
+    "Cats and cats.",
+    "A man is playing a guitar on the street.",
+]
+
 ARCHS = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2")
 
 

@@ -10,8 +10,8 @@ sentence-transformers' trainer, as in the LLM2Vec paper.
 """
 from __future__ import annotations
 
-from .config import (STAGES, ConfigError, ContrastiveConfig, MNTPConfig, SimCSEConfig, SupervisedConfig, TrainConfig,
-                     build_config, load_config)
+from .arguments import build_config, load_config
+from .config import STAGES, ConfigError, ContrastiveConfig, MNTPConfig, SimCSEConfig, SupervisedConfig, TrainConfig
 from .data import DataError, load_texts, load_triples, sample_path
 from .report import write_training_report
 from .run import CheckpointError, TrainResult

@@ -1,20 +1,30 @@
-"""The trainers' own ``TrainingArguments``: l2v's settings mapped onto them, every other argument passed
-through by its own name (``report_to``, ``logging_steps``, ``push_to_hub``, ``deepspeed``, ``fsdp``, ...).
+"""Building a stage's config, and the trainers' own ``TrainingArguments``: l2v's settings mapped onto them,
+every other argument passed through by its own name (``report_to``, ``logging_steps``, ``push_to_hub``,
+``deepspeed``, ``fsdp``, ...).
 
 MNTP runs on transformers' ``Trainer`` (``TrainingArguments``); the contrastive stages on
-sentence-transformers' trainer (``SentenceTransformerTrainingArguments``, a subclass).
+sentence-transformers' trainer (``SentenceTransformerTrainingArguments``, a subclass). Relative paths written
+in a config file are taken relative to that file (so a config and its data can move together); paths given
+on the command line are relative to the current directory.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
+import json
+import os
 import typing
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from ..dtypes import bf16_pays, default_device
-from .config import ConfigError, TrainConfig, _check_type
+from .config import STAGES, ConfigError, TrainConfig, _check_type
+
+# Keys whose relative values name files or folders.
+PATH_KEYS = ("base_model", "train_file", "output_dir", "mntp_adapter", "eval_data_dir")
 
 # TrainingArguments that an l2v setting decides: giving them by their trainer name is refused,
 # naming the l2v key (two names for one thing would be two truths).
@@ -67,8 +77,6 @@ def check_trainer_args(stage: str, values: dict[str, Any]) -> dict[str, Any]:
 
 def _check_report_to(value: Any) -> None:
     """The trainers accept any name here and fail at train time; a misspelt logger fails now, naming the key."""
-    import difflib
-
     from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
     known = [*INTEGRATION_TO_CALLBACK, "all", "none"]
@@ -112,3 +120,99 @@ def training_arguments(config: TrainConfig, stage: str, num_processes: int, **st
     values.update(config.trainer_args)
     (args,) = HfArgumentParser(arguments_class(stage)).parse_dict(values)
     return args
+
+
+# --------------------------------------------------------------------- building
+def build_config(stage: str, values: dict[str, Any]) -> TrainConfig:
+    """Validate ``values`` for ``stage`` and return the typed config.
+
+    Keys that are not l2v settings but are the stage's trainer's own ``TrainingArguments``
+    are kept, checked, in ``config.trainer_args``; anything else is refused with the closest valid key.
+    """
+    if stage not in STAGES:
+        raise ConfigError(f"Unknown training stage {stage!r}; choose one of {', '.join(STAGES)}")
+    cls = STAGES[stage]
+    known = cls.keys()
+    passthrough = {k: v for k, v in values.items() if k not in known}
+    for key in passthrough:
+        if key not in trainer_arg_names(stage):
+            valid = [*known, *trainer_arg_names(stage)]
+            close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise ConfigError(f"Unknown key {key!r} for {stage} training{hint} (l2v keys: `l2v-train {stage} --help`; "
+                              "other keys are the trainer's TrainingArguments)")
+    config = cls(**{k: v for k, v in values.items() if k in known})
+    config.trainer_args = check_trainer_args(stage, passthrough)
+    return config
+
+
+def load_config(stage: str, path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None,
+                data_roots: Mapping[str, str | os.PathLike] | None = None) -> TrainConfig:
+    """Read a JSON config (optional), apply ``overrides``, validate.
+
+    Relative paths in the file resolve against the file's folder; relative paths in
+    ``overrides`` against the current directory. A path written ``NAME:relative/path`` names a file
+    under ``data_roots[NAME]`` (``l2v-train`` passes the bundled suites' folders, so a recipe names
+    ``l2v-real:train/pairs.jsonl.gz`` without knowing where the suite is installed).
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise ConfigError(f"Config file not found: {path!r}")
+        try:
+            with open(path, encoding="utf-8") as f:
+                values = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path} is not valid JSON: {err}") from err
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path} must hold a JSON object of settings, got {type(values).__name__}")
+        values = _resolve_paths(values, os.path.dirname(os.path.abspath(path)))
+    overrides = dict(overrides or {})
+    for key in PATH_KEYS:
+        value = overrides.get(key)
+        # Existing paths become absolute, so a resumed run compares equal from any folder.
+        if isinstance(value, str) and value and key != "output_dir" and os.path.exists(value):
+            overrides[key] = os.path.abspath(value)
+    values.update(overrides)
+    return build_config(stage, _resolve_named_data(values, data_roots or {}))
+
+
+def _named_data(value: Any) -> tuple[str, str] | None:
+    """``("l2v-real", "train/pairs.jsonl.gz")`` for ``"l2v-real:train/pairs.jsonl.gz"``; None for a plain path
+    (a one-letter name is a Windows drive, a name holding a slash is a path)."""
+    if not isinstance(value, str) or ":" not in value:
+        return None
+    name, rest = value.split(":", 1)
+    if len(name) < 2 or "/" in name or "\\" in name or not rest or rest.startswith("//"):
+        return None
+    return name, rest
+
+
+def _resolve_named_data(values: dict[str, Any], data_roots: Mapping[str, str | os.PathLike]) -> dict[str, Any]:
+    out = dict(values)
+    for key in PATH_KEYS:
+        named = _named_data(out.get(key))
+        if named is None or key in ("base_model", "mntp_adapter"):
+            continue
+        name, rest = named
+        if name not in data_roots:
+            known = ", ".join(sorted(data_roots)) or "none given"
+            raise ConfigError(f"`{key}` {out[key]!r} names the data folder {name!r}, which is not known here "
+                              f"(known: {known}; l2v-train knows the bundled suites' folders)")
+        out[key] = os.path.join(os.fspath(data_roots[name]), rest)
+    return out
+
+
+def _resolve_paths(values: dict[str, Any], folder: str) -> dict[str, Any]:
+    out = dict(values)
+    for key in PATH_KEYS:
+        value = out.get(key)
+        if not isinstance(value, str) or not value or os.path.isabs(value) or _named_data(value):
+            continue
+        candidate = os.path.normpath(os.path.join(folder, os.path.expanduser(value)))
+        # A model may also be a hub id ("org/name"): keep it when nothing exists at the relative path.
+        if key in ("base_model", "mntp_adapter") and not os.path.exists(candidate):
+            continue
+        out[key] = candidate
+    return out

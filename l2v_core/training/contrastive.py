@@ -21,15 +21,13 @@ import torch
 
 from ..bidirectional import make_bidirectional
 from ..encoder import LLM2Vec
-from transformers import set_seed
-
 from .arguments import training_arguments
 from .config import ConfigError, ContrastiveConfig, SimCSEConfig, SupervisedConfig
-from .data import DataError, load_texts, load_triples
-from .modeling import (add_lora, enable_checkpointing, model_kwargs, model_reference, save_adapter, save_merged,
+from .data import load_texts, load_triples
+from .modeling import (add_lora, enable_checkpointing, model_kwargs, save_adapter, save_merged,
                        set_attention_dropout, trainable_copy)
-from .run import (METRICS, AdapterCheckpoints, MetricsCallback, RngPreserving, TrainResult, check_resume, fit,
-                  num_processes, push_result, result_of, write_run_record)
+from .run import (AdapterCheckpoints, TrainResult, begin_run, check_resume, metrics_callback, num_processes,
+                  train_and_save)
 
 logger = logging.getLogger(__name__)
 CONTRASTIVE = ("MultipleNegativesRankingLoss", "CachedMultipleNegativesRankingLoss")
@@ -81,7 +79,7 @@ def build_loss(model, config: ContrastiveConfig):
         raise ConfigError(f"`loss_args` do not fit {config.loss}: {err}") from None
 
 
-def supervised_data(config: SupervisedConfig, cache_dir: str, global_batch: int):
+def supervised_data(config: SupervisedConfig, cache_dir: str):
     """(dataset, prompts): one dataset per data set name when batches are homogeneous, else one dataset;
     the prompts put each data set's instruction on its queries."""
     from datasets import DatasetDict
@@ -100,10 +98,6 @@ def supervised_data(config: SupervisedConfig, cache_dir: str, global_batch: int)
         return rows.remove_columns("dataset"), {"query": next(iter(instruction.values()))}
     parts = {(n or "default"): rows.filter(lambda d, n=n: d == n, input_columns="dataset").remove_columns("dataset")
              for n in names}
-    if all(len(p) < global_batch for p in parts.values()):
-        raise DataError(f"Not one full batch: every dataset of {config.train_file} has fewer than {global_batch} rows "
-                        f"(batch_size x processes, or global_batch_size); sizes {sorted(map(len, parts.values()))}. "
-                        "Lower batch_size or add data.")
     prompts = {(n or "default"): {"query": instruction[n]} for n in names if instruction[n]}
     return DatasetDict(parts), prompts
 
@@ -129,35 +123,31 @@ def train_contrastive(config: ContrastiveConfig, evaluator=None, callbacks=(), p
     with probe.main_process_first():  # data first (a bad file fails before the model loads), written once
         cache = str(out / ".data_cache")
         if isinstance(config, SupervisedConfig):
-            dataset, column_prompts = supervised_data(config, cache, config.global_batch(world))
+            dataset, column_prompts = supervised_data(config, cache)
         else:
             dataset = load_texts(config.train_file, config.text_field, ("anchor", "positive"), cache)
             column_prompts = None
-            if len(dataset) < config.global_batch(world):
-                raise DataError(f"Not one full batch: {config.train_file} holds {len(dataset)} texts, fewer than "
-                                f"{config.global_batch(world)} items (batch_size x processes). Lower batch_size or add data.")
-    if probe.process_index == 0:
-        write_run_record(config, out, world)
-    set_seed(config.seed)  # the fresh LoRA is drawn from the seed, not from whatever ran before
+    if isinstance(dataset, dict):  # batches stay inside one data set: one of them must fill a batch
+        begin_run(config, probe, max(map(len, dataset.values())),
+                  f"rows in its largest data set (sizes {sorted(map(len, dataset.values()))})")
+    else:
+        begin_run(config, probe, len(dataset), "texts" if column_prompts is None else "rows")
     encoder = load_encoder(config)
     # Training batches are cut at the training length; evaluation and the saved encoder use the encoder's own.
     own_length, encoder.max_length = encoder.max_length, config.max_length
     model = SentenceTransformer(modules=[LLM2VecModule(encoder)])
     args = training_arguments(config, config.stage, world, prompts=column_prompts, batch_sampler="batch_sampler",
                               multi_dataset_batch_sampler="proportional", evaluating=evaluator is not None)
-    wrapped = RngPreserving(evaluator, encoder, own_length) if evaluator is not None else None
-    metrics = MetricsCallback(out / METRICS, int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0, wrapped)
+    metrics = metrics_callback(config, resume_from, evaluator, encoder, own_length)
     trainer = Trainer(model=model, args=args, train_dataset=dataset, loss=build_loss(model, config),
-                      evaluator=wrapped, callbacks=[metrics, *callbacks])
+                      evaluator=metrics.evaluator, callbacks=[metrics, *callbacks])
     trainer.peft_model = encoder.model
-    fit(trainer, config, resume_from)
-    encoder.max_length = own_length
-    written: dict[str, str | None] = {"adapter_dir": str(out / "adapter"), "merged_dir": None}
-    if trainer.is_world_process_zero():
-        written = save_contrastive(encoder, model, config, prompts, metrics.last_scores)
-        push_result(args, written)
-    trainer.accelerator.wait_for_everyone()
-    return result_of(config, trainer, metrics, resume_from, written)
+
+    def save() -> dict[str, str | None]:
+        encoder.max_length = own_length
+        return save_contrastive(encoder, model, config, prompts, metrics.last_scores)
+
+    return train_and_save(trainer, config, args, metrics, resume_from, save)
 
 
 def save_contrastive(encoder: LLM2Vec, model, config: ContrastiveConfig, prompts=None,
@@ -167,7 +157,7 @@ def save_contrastive(encoder: LLM2Vec, model, config: ContrastiveConfig, prompts
     # The adapter applies to the base with the MNTP adapter merged; recording the MNTP
     # adapter as its base lets LLM2Vec.from_pretrained(adapter_dir) rebuild that chain.
     adapter = save_adapter(encoder.model, encoder.tokenizer, f"{out}/adapter",
-                           model_reference(config.mntp_adapter or config.base_model),
+                           config.mntp_adapter or config.base_model,
                            encoder_config=encoder.encoder_config())
     model._create_model_card(adapter)  # sentence-transformers' card: data, loss, hyperparameters, scores
     merged = save_merged(encoder, out, config, prompts, scores) if config.merge_output else None

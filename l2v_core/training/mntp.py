@@ -21,14 +21,12 @@ import torch.nn.functional as F
 
 from .. import loading
 from ..bidirectional import make_bidirectional
-from .config import ConfigError, MNTPConfig
-from transformers import set_seed
-
 from .arguments import training_arguments
-from .data import DataError, load_texts
-from .run import (METRICS, AdapterCheckpoints, MetricsCallback, RngPreserving, TrainResult, check_resume, fit,
-                  num_processes, push_result, result_of, write_run_record)
-from .modeling import add_lora, enable_checkpointing, model_kwargs, model_reference, save_adapter, save_merged, trainable_copy
+from .config import ConfigError, MNTPConfig
+from .data import load_texts
+from .modeling import add_lora, enable_checkpointing, model_kwargs, save_adapter, save_merged, trainable_copy
+from .run import (AdapterCheckpoints, TrainResult, begin_run, check_resume, metrics_callback, num_processes,
+                  train_and_save)
 
 logger = logging.getLogger(__name__)
 
@@ -235,36 +233,29 @@ def train_mntp(config: MNTPConfig, evaluator=None, callbacks=(), prompts=None) -
     with args.main_process_first():  # data first: a bad file fails before the model is loaded
         texts = load_texts(config.train_file, config.text_field, cache_dir=str(out / ".data_cache"))
         examples = tokenize_corpus(texts, tokenizer, config.max_length, config.line_by_line)
-    if len(examples) < config.global_batch(world):
-        raise DataError(f"Not one full batch: {config.train_file} gives {len(examples)} blocks of {config.max_length} "
-                        f"tokens, fewer than {config.global_batch(world)}. Lower batch_size or max_length, or add data.")
-    if args.process_index == 0:
-        write_run_record(config, out, world)
-    set_seed(config.seed)  # the fresh LoRA is drawn from the seed, not from whatever ran before
+    begin_run(config, args, len(examples), f"blocks of {config.max_length} tokens",
+              "Lower batch_size or max_length, or add data.")
     model = load_mntp_model(config, source)
     logger.info("MNTP: %d examples of up to %d tokens; mask token %r (id %d)", len(examples), config.max_length,
                 mask_token, mask_token_id)
-    wrapped = RngPreserving(evaluator) if evaluator is not None else None
-    metrics = MetricsCallback(out / METRICS, int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0, wrapped)
-    trainer = mntp_trainer_class()(model=model, args=args, train_dataset=examples,
-                                   data_collator=make_collator(tokenizer, mask_token, config.mask_probability,
-                                                               config.seed),
-                                   callbacks=[metrics, *callbacks], eval_dataset=examples if wrapped else None)
+    metrics = metrics_callback(config, resume_from, evaluator)
+    collator = make_collator(tokenizer, mask_token, config.mask_probability, config.seed)
+    trainer = mntp_trainer_class()(model=model, args=args, train_dataset=examples, data_collator=collator,
+                                   callbacks=[metrics, *callbacks],
+                                   eval_dataset=examples if evaluator is not None else None)
     trainer.peft_model = model.backbone
     # The encoder MNTP produces: the bidirectional backbone with the current adapter, mean pooling
     # (what LLM2Vec.from_pretrained of the saved adapter gives).
     trainer.encoder = LLM2Vec(model.backbone, copy.deepcopy(tokenizer), pooling_mode="mean",
                               name_or_path=loading.read_name_or_path(source))
-    trainer.evaluator = wrapped
-    fit(trainer, config, resume_from)
-    written: dict[str, str | None] = {"adapter_dir": str(out / "adapter"), "merged_dir": None}
-    if trainer.is_world_process_zero():
+    trainer.evaluator = metrics.evaluator
+
+    def save() -> dict[str, str | None]:
         model.backbone.eval()
-        encoder = trainer.encoder
-        adapter = save_adapter(model.backbone, tokenizer, f"{out}/adapter", model_reference(config.base_model),
-                               encoder_config=encoder.encoder_config())
-        merged = save_merged(encoder, str(out), config, prompts, metrics.last_scores) if config.merge_output else None
-        written = {"adapter_dir": adapter, "merged_dir": merged}
-        push_result(args, written)
-    trainer.accelerator.wait_for_everyone()
-    return result_of(config, trainer, metrics, resume_from, written)
+        adapter = save_adapter(model.backbone, tokenizer, f"{out}/adapter", config.base_model,
+                               encoder_config=trainer.encoder.encoder_config())
+        merged = (save_merged(trainer.encoder, str(out), config, prompts, metrics.last_scores) if config.merge_output
+                  else None)
+        return {"adapter_dir": adapter, "merged_dir": merged}
+
+    return train_and_save(trainer, config, args, metrics, resume_from, save)

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 
 import torch
 
@@ -12,7 +10,6 @@ from ..bidirectional import make_bidirectional
 from ..dtypes import resolve_dtype
 from ..encoder import CONFIG_NAME
 from ..files import atomic_directory, write_json
-from .config import TrainConfig
 from .config import ConfigError, TrainConfig
 
 
@@ -71,18 +68,13 @@ def add_lora(model: torch.nn.Module, config: TrainConfig):
                           f"Its linear layers are named: {', '.join(names)}") from err
 
 
-def model_reference(name: str) -> str:
-    """How an adapter names its base, portably: ``bundled``, a Hub id, else the absolute path."""
-    return loading.portable_reference(name)
-
-
-def save_adapter(peft_model, tokenizer, adapter_dir: str, base_reference: str,
-                 encoder_config: dict | None = None) -> str:
+def save_adapter(peft_model, tokenizer, adapter_dir: str, base: str, encoder_config: dict | None = None) -> str:
     """Write the adapter (peft format, keys of the headless model), the tokenizer and, for
-    encoders, ``llm2vec_config.json``. ``base_reference`` is recorded as the adapter's base so
-    ``LLM2Vec.from_pretrained(adapter_dir)`` finds it. Written to a temporary folder first."""
+    encoders, ``llm2vec_config.json``. ``base`` is recorded as the adapter's base, portably (``bundled``,
+    a Hub id, else the absolute path), so ``LLM2Vec.from_pretrained(adapter_dir)`` finds it on any machine.
+    Written to a temporary folder first."""
     for cfg in peft_model.peft_config.values():
-        cfg.base_model_name_or_path = base_reference
+        cfg.base_model_name_or_path = loading.portable_reference(base)
     with atomic_directory(adapter_dir) as tmp:
         # Embeddings are never trained here; "auto" would look for a config.json at the base reference.
         peft_model.save_pretrained(tmp, save_embedding_layers=False)
@@ -95,27 +87,19 @@ def save_adapter(peft_model, tokenizer, adapter_dir: str, base_reference: str,
 def save_merged(encoder, output_dir: str, config: TrainConfig, prompts: dict[str, str] | None = None,
                 scores: dict[str, float] | None = None) -> str:
     """Merge the adapter into the base and write a full encoder (LLM2Vec + sentence-transformers files and
-    l2v's model card) into ``output_dir``; each file is moved into place whole. ``prompts``: the
+    l2v's model card) into ``output_dir``, beside the run's other files; each file is moved into place whole. ``prompts``: the
     sentence-transformers prompts to save (e.g. the instructions evaluation gives each task); the training
     instruction, where there was one, becomes the ``query`` prompt. ``scores``: the last evaluation's."""
     from ..model_card import write_model_card
 
     prompts = {**(prompts or {}), **training_prompts(config)}
-    out = Path(output_dir)
-    tmp = out / ".merged.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    encoder.save(tmp, merge_before_save=True, prompts=prompts)
-    adapters = [a for a in (getattr(config, "mntp_adapter", None), str(out / "adapter")) if a]
-    write_model_card(tmp, encoder, base_model=config.base_model, adapters=adapters, merged=True, prompts=prompts,
-                     training=card_settings(config), scores=_main_scores(scores),
-                     scores_suite=getattr(config, "eval_tasks", None) or None)
-    for item in tmp.iterdir():
-        target = out / item.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(item, target)
-    tmp.rmdir()
-    return str(out)
+    adapters = [a for a in (getattr(config, "mntp_adapter", None), os.path.join(output_dir, "adapter")) if a]
+    with atomic_directory(output_dir, entries_only=True) as tmp:
+        encoder.save(tmp, merge_before_save=True, prompts=prompts)
+        write_model_card(tmp, encoder, base_model=config.base_model, adapters=adapters, merged=True, prompts=prompts,
+                         training=card_settings(config), scores=_main_scores(scores),
+                         scores_suite=getattr(config, "eval_tasks", None) or None)
+    return str(output_dir)
 
 
 def training_prompts(config: TrainConfig) -> dict[str, str]:

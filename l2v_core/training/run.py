@@ -6,8 +6,10 @@ import contextlib
 import csv
 import json
 import logging
+import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +19,8 @@ from sentence_transformers.sentence_transformer.evaluation import SentenceEvalua
 from transformers import TrainerCallback
 
 from ..files import atomic_write, write_json
-from .config import BATCH_LAYOUT, RESUMABLE_CHANGES, ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig
+from .data import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +29,14 @@ METRICS = "metrics.csv"
 METRIC_COLUMNS = ("step", "loss", "lr", "tokens", "seconds")
 EVAL_PREFIX = "eval_"
 EVAL_MEAN = "eval_mean"
+# Keys a resumed run may change without changing the result of the steps already taken.
+RESUMABLE_CHANGES = {"max_steps", "save_steps", "save_total_limit", "merge_output", "resume", "progress_bar",
+                     "output_dir", "gradcache_chunk_size", "eval_tasks", "eval_steps", "eval_data_dir",
+                     "report_to", "logging_steps", "logging_dir", "push_to_hub", "hub_model_id", "hub_token",
+                     "hub_strategy", "hub_private_repo", "run_name", "save_strategy", "dataloader_num_workers"}
+# Keys that split the global batch over processes: a resumed run may change them (to run on
+# another number of processes) as long as the global batch stays the same.
+BATCH_LAYOUT = {"batch_size", "global_batch_size", "processes"}
 # Learning-rate schedules whose shape depends on max_steps: extending such a run would change the past.
 SCHEDULES_OVER_MAX_STEPS = {"linear", "cosine", "cosine_with_restarts", "polynomial"}
 
@@ -50,18 +61,14 @@ def run_record(config: TrainConfig, num_processes: int) -> dict:
                                   "global_batch": config.global_batch(num_processes)}))
 
 
-def last_checkpoint(out: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(out)) if out.is_dir() else None
-
-
 def check_resume(config: TrainConfig, out: Path, num_processes: int) -> str | None:
     """The checkpoint to resume from, after checking the saved run used the same settings.
 
     The number of processes may change as long as the global batch stays the same.
     """
-    latest = last_checkpoint(out)
+    from transformers.trainer_utils import get_last_checkpoint
+
+    latest = get_last_checkpoint(str(out)) if out.is_dir() else None
     if latest is None:
         return None
     if not config.resume:
@@ -92,21 +99,20 @@ def check_resume(config: TrainConfig, out: Path, num_processes: int) -> str | No
     return latest
 
 
-def write_run_record(config: TrainConfig, out: Path, num_processes: int) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / RUN_CONFIG, run_record(config, num_processes), indent=2)
-
-
-class saved_rng_states:
-    """Context: every random state (python, numpy, torch) as it was on entry, put back on exit."""
-
-    def __enter__(self):
-        self.states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-
-    def __exit__(self, *exc):
-        random.setstate(self.states[0])
-        np.random.set_state(self.states[1])
-        torch.set_rng_state(self.states[2])
+@contextlib.contextmanager
+def saved_rng_states():
+    """Every random state (python, numpy, torch, CUDA) as it was on entry, put back on exit."""
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+              torch.cuda.get_rng_state_all() if cuda else None)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if states[3] is not None:
+            torch.cuda.set_rng_state_all(states[3])
 
 
 class RngPreserving(SentenceEvaluator):
@@ -279,8 +285,41 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be read safely; the message names it."""
 
 
-def fit(trainer, config: TrainConfig, resume_from: str | None) -> None:
-    """``trainer.train`` from ``resume_from``; a checkpoint file that is not plain tensors is refused, not run."""
+def begin_run(config: TrainConfig, args, examples: int, unit: str,
+              remedy: str = "Lower batch_size or add data.") -> None:
+    """What every stage does once its data is read and before its model loads: refuse data that does not fill
+    one global batch (the trainers drop the last, incomplete batch, so they would train on nothing), record the
+    run's settings (main process) and seed, so the fresh LoRA is drawn from the seed, not from whatever ran
+    before. ``examples`` counts ``unit``s (texts, blocks of N tokens, ...)."""
+    from transformers import set_seed
+
+    world = num_processes()
+    if examples < config.global_batch(world):
+        raise DataError(f"Not one full batch: {config.train_file} gives {examples} {unit}, fewer than "
+                        f"{config.global_batch(world)} items (batch_size x processes, or global_batch_size). {remedy}")
+    if args.process_index == 0:
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        write_json(Path(config.output_dir) / RUN_CONFIG, run_record(config, world), indent=2)
+    set_seed(config.seed)
+
+
+def metrics_callback(config: TrainConfig, resume_from: str | None, evaluator, encoder=None,
+                     eval_length: int | None = None) -> MetricsCallback:
+    """The run's ``metrics.csv`` writer; its ``evaluator`` (when one is given) runs inside saved random states
+    (and with ``encoder`` reading ``eval_length`` tokens, see :class:`RngPreserving`)."""
+    wrapped = RngPreserving(evaluator, encoder, eval_length) if evaluator is not None else None
+    return MetricsCallback(Path(config.output_dir) / METRICS, checkpoint_step(resume_from), wrapped)
+
+
+def checkpoint_step(checkpoint: str | None) -> int:
+    return int(Path(checkpoint).name.rsplit("-", 1)[-1]) if checkpoint else 0
+
+
+def train_and_save(trainer, config: TrainConfig, args, metrics: MetricsCallback, resume_from: str | None,
+                   save: Callable[[], dict[str, str | None]]) -> TrainResult:
+    """``trainer.train`` from ``resume_from`` (a checkpoint file that is not plain tensors is refused, not run),
+    then, on the main process, ``save()`` (the folders it wrote) and the push of the result; every process
+    waits for that."""
     import pickle
 
     try:
@@ -289,6 +328,17 @@ def fit(trainer, config: TrainConfig, resume_from: str | None) -> None:
         first = str(err).strip().splitlines()[0]
         raise CheckpointError(f"Checkpoint {resume_from} holds a file that is not plain tensors and was not loaded "
                               f"({first[:160]}); remove that checkpoint folder or use a new output_dir") from None
+    out = Path(config.output_dir)
+    written: dict[str, str | None] = {"adapter_dir": str(out / "adapter"), "merged_dir": None}
+    if trainer.is_world_process_zero():
+        written = save()
+        push_result(args, written)
+    trainer.accelerator.wait_for_everyone()
+    return TrainResult(stage=config.stage, output_dir=str(out), adapter_dir=written.get("adapter_dir") or "",
+                       merged_dir=written.get("merged_dir"), steps=config.max_steps,
+                       resumed_from=checkpoint_step(resume_from), final_loss=metrics.last_loss,
+                       metrics_file=str(out / METRICS), main_process=trainer.is_world_process_zero(),
+                       eval_scores=metrics.last_scores)
 
 
 def push_result(args, written: dict[str, str | None]) -> None:
@@ -303,20 +353,8 @@ def push_result(args, written: dict[str, str | None]) -> None:
     repo = create_repo(args.hub_model_id or Path(args.output_dir).name, private=args.hub_private_repo,
                        token=args.hub_token, exist_ok=True).repo_id
     upload_folder(repo_id=repo, folder_path=folder, token=args.hub_token, commit_message="l2v-train result",
-                  ignore_patterns=["checkpoint-*", ".data_cache/*", ".merged.tmp/*", "runs/*"])
+                  ignore_patterns=["checkpoint-*", ".data_cache/*", ".staging.tmp/*", "runs/*"])
 
 
 def num_processes() -> int:
-    import os
-
     return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def result_of(config: TrainConfig, trainer, metrics: MetricsCallback, resumed_from: str | None,
-              written: dict[str, str | None]) -> TrainResult:
-    out = Path(config.output_dir)
-    step = int(Path(resumed_from).name.rsplit("-", 1)[-1]) if resumed_from else 0
-    return TrainResult(stage=config.stage, output_dir=str(out), adapter_dir=written.get("adapter_dir") or "",
-                       merged_dir=written.get("merged_dir"), steps=config.max_steps, resumed_from=step,
-                       final_loss=metrics.last_loss, metrics_file=str(out / METRICS),
-                       main_process=trainer.is_world_process_zero(), eval_scores=metrics.last_scores)

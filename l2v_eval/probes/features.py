@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import time
-import uuid
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from l2v_core.files import write_json
+from l2v_core.files import atomic_write, write_json
 from l2v_core.oom import run_splitting_on_oom
 
 logger = logging.getLogger(__name__)
@@ -450,18 +449,15 @@ def word_features(model, tokenizer, sentences: Sequence[Sequence[str]], *, layer
     n_words = sum(len(s) for s in sentences)
     hidden = hidden_size(model)
     final = folder / "features.npy"
-    tmp = folder / f"features.npy.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     start = time.perf_counter()
-    try:
+
+    def fill(tmp: str) -> None:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(all_layers), n_words, hidden))
         extract_word_features(model, tokenizer, sentences, all_layers, pooling=pooling, batch_size=batch_size,
                               max_length=max_length, device=device, out=out, show_progress=show_progress)
         out.flush()
-        del out
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write(final, fill)
     seconds = time.perf_counter() - start
     write_json(folder / "meta.json", {"key": key, "layers": all_layers, "n_words": n_words, "hidden_size": hidden,
                                         "seconds": seconds}, indent=1)

@@ -1,7 +1,7 @@
-"""A local retrieval task with a generated corpus (20,000 documents by default), for the embedding
-cache's resume tests and ``benchmarks/eval_resume.py``; and a worker that evaluates it.
+"""A local retrieval task with a generated corpus (20,000 documents by default), for ``eval_resume.py`` and
+the embedding cache's resume tests; and a worker that evaluates it.
 
-    python -m tests.synthetic_retrieval MODEL_DIR OUTPUT --tasks A,B [--docs N] [--chunk N] [--overwrite]
+    python -m benchmarks.synthetic_retrieval MODEL_DIR OUTPUT --tasks A,B [--docs N] [--chunk N] [--overwrite]
 
 prints one JSON line: per task, the texts encoded and reused and the main score.
 ``A`` and ``B`` share their corpus and differ in their queries.
@@ -18,11 +18,16 @@ from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 from mteb.abstasks.task_metadata import TaskMetadata
 
-from tests.tiny import CORPUS
-
 DOCS = 20_000
 QUERIES = 50
-WORDS = sorted({w.strip(".,:").lower() for line in CORPUS for w in line.split()})
+# The words documents are drawn from: plain English, so any tokenizer cuts them into a few tokens each.
+WORDS = sorted(set("""
+a about after along and announcement answer are at beach brown by capital cats city claim common countries dense
+documents dog dogs embeddings encoders every fell find for fox france geography given guitar household in into is
+jumps lazy learning machine man many map market models morning most numbers of on over paris passages pets playing
+populous question quick refute relevant represent retrieve sea search searching sells sentence sentences sharply she
+shells shore similarity stock street summer sunset text that the this to turn two vectors walking women
+""".split()))
 
 
 @lru_cache(maxsize=4)

@@ -1,0 +1,79 @@
+"""Bootstrap intervals of the main scores in the tidy table, from the predictions a run kept.
+
+Each main-score row gains ``ci_low`` and ``ci_high`` (95%, percentile bootstrap over the task's test units,
+:mod:`l2v_eval.statistics`) with ``ci_resamples`` and ``ci_seed``. A task whose predictions are missing or
+cannot be split into units keeps empty interval columns and its score."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .predictions import PredictionsError, task_units
+from .statistics import bootstrap_interval
+
+logger = logging.getLogger(__name__)
+
+CI_RESAMPLES = 1000
+CI_SEED = 0
+
+
+def with_intervals(rows: list[Mapping[str, Any]], folder: Path, resamples: int = CI_RESAMPLES,
+                   seed: int = CI_SEED) -> list[dict[str, Any]]:
+    """``rows`` (one task's tidy rows) with the interval columns filled on its main-score rows."""
+    out = [dict(row) for row in rows]
+    for row in out:
+        if not row.get("is_main_score"):
+            continue
+        try:
+            units = task_units(folder, row["task"], row["task_type"], row["split"], row["subset"], row["metric"],
+                               row["value"])
+        except PredictionsError as err:
+            logger.info("%s: no interval (%s)", row["task"], err)
+            continue
+        interval = bootstrap_interval(units.metric, units.n_units, resamples=resamples, seed=seed)
+        row.update(ci_low=interval.low, ci_high=interval.high, ci_resamples=resamples, ci_seed=seed)
+    return out
+
+
+HALF_WIDTH = " ±"  # suffix of a leaderboard column holding the half-width of the column it names
+
+
+def half_widths(frame: pd.DataFrame, scale: float = 100.0) -> pd.DataFrame:
+    """label x task matrix of half the width of each main score's interval (mean over splits and subsets),
+    on ``scale``; empty where the table has no interval."""
+    from .leaderboard import main_scores
+
+    rows = main_scores(frame)
+    half = ((rows["ci_high"] - rows["ci_low"]) / 2 * scale).groupby([rows["label"], rows["task"]]).mean()
+    return half.unstack("task") if not half.empty else pd.DataFrame()
+
+
+def with_half_widths(board: pd.DataFrame, frame: pd.DataFrame, suite_dir: Path, scale: float = 100.0,
+                     resamples: int = CI_RESAMPLES, seed: int = CI_SEED) -> pd.DataFrame:
+    """The leaderboard plus ``<task> ±`` (half the width of each task score's interval, from the table) and
+    ``Mean (Task) ±`` (from resampling within every task; models whose predictions were not kept, such as
+    shipped baselines, get none), on the board's scale."""
+    from .comparison import mean_interval
+    from .leaderboard import MEAN_TASK, main_scores
+
+    tasks = [c for c in board.columns if c in set(main_scores(frame)["task"])]
+    out = board.copy()
+    matrix = half_widths(frame, scale)
+    for task in tasks:
+        column = matrix[task] if task in matrix else pd.Series(dtype=float)
+        out[task + HALF_WIDTH] = out["label"].map(column).astype(float)
+    means = []
+    for label, complete in zip(out["label"], out["complete"]):
+        try:
+            interval = mean_interval(suite_dir, label, tasks, resamples, seed) if complete else None
+        except (ValueError, FileNotFoundError) as err:  # no kept predictions for this model
+            logger.info("%s: no interval of the mean (%s)", label, err)
+            interval = None
+        means.append((interval.high - interval.low) / 2 * scale if interval is not None else float("nan"))
+    out[MEAN_TASK + HALF_WIDTH] = means
+    out.attrs = dict(board.attrs)
+    return out
