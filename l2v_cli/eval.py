@@ -20,6 +20,16 @@ import typing
 COMMANDS = ("run", "leaderboard", "report", "compare", "tasks", "models", "download", "cache")
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
     """One flag per field of the typed ``config_class`` that has help text: ``--field-name`` (or the field's
     ``flag``), its default, help, metavar and choices read from the field; booleans are switches, tuples
