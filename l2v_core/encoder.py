@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed, files, loading
-from .files import write_json
+from .files import read_json_object, write_json
 from .bidirectional import is_bidirectional, set_bidirectional
 from .oom import run_splitting_on_oom
 from .packing import (VARLEN_BACKENDS, Batch, PlannedBatch, attention_share, left_pad, pack, pad_left, padded_batch,
@@ -371,13 +371,7 @@ def read_encoder_config(path: str) -> dict:
     prompts = read_prompts(path) if os.path.isdir(path) else {}
     if not os.path.isfile(file):
         return prompts
-    try:
-        with open(file) as f:
-            saved = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise loading.ModelLoadError(f"{file} is not valid JSON: {err}") from None
-    if not isinstance(saved, dict):
-        raise loading.ModelLoadError(f"{file} must hold a JSON object of encoder settings")
+    saved = read_json_object(file, loading.ModelLoadError, "a JSON object of encoder settings")
     unknown = set(saved) - set(SAVED_KEYS)
     if unknown:
         logger.warning("Ignoring unknown keys in %s: %s", file, sorted(unknown))

@@ -56,6 +56,20 @@ def write_json(path: str | os.PathLike, data, indent: int = 4) -> None:
     atomic_write(path, dump)
 
 
+def read_json_object(path: str | os.PathLike, error: type[Exception] = ValueError,
+                     what: str = "a JSON object") -> dict:
+    """The JSON object in ``path``; ``error`` with one line naming the file when it is not valid JSON
+    (or not UTF-8) or holds something else than an object."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise error(f"{os.fspath(path)} is not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise error(f"{os.fspath(path)} must hold {what}, got {type(value).__name__}")
+    return value
+
+
 def check_writable_dir(path: str | os.PathLike, what: str = "output folder") -> None:
     """Raise ``ValueError`` unless ``path`` is, or can be created as, a folder this process can write into.
 

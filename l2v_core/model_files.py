@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 
 from .errors import AdapterError, ModelLoadError, first_line
+from .files import read_json_object
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -25,14 +26,7 @@ def adapter_config(path: str) -> dict | None:
     file = os.path.join(path, "adapter_config.json")
     if not os.path.isfile(file):
         return None
-    try:
-        with open(file) as f:
-            config = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise AdapterError(f"{file} is not valid JSON: {err}") from None
-    if not isinstance(config, dict):
-        raise AdapterError(f"{file} must hold a JSON object")
-    return config
+    return read_json_object(file, AdapterError)
 
 
 def check_safetensors(file: str, error: type[ModelLoadError] = ModelLoadError) -> None:

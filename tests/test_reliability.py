@@ -230,3 +230,21 @@ def test_atomic_directory_publishes_whole_or_not_at_all(tmp_path, entries_only):
     if entries_only:  # entries of the same name replaced whole, the others left alone
         expected.insert(1, "run/kept.txt")
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == expected
+
+
+def test_a_json_object_file_is_read_or_refused_in_one_line_naming_it(tmp_path):
+    from l2v_core.errors import AdapterError
+    from l2v_core.files import read_json_object
+
+    good, broken, listed, binary = (tmp_path / n for n in ("good.json", "broken.json", "list.json", "bin.json"))
+    good.write_text('{"r": 8}')
+    broken.write_text('{"r": 8,')
+    listed.write_text("[1, 2]")
+    binary.write_bytes(b"\xff\xfe{")
+    assert read_json_object(good) == {"r": 8}
+    with pytest.raises(AdapterError, match=rf"^{broken} is not valid JSON"):
+        read_json_object(broken, AdapterError)
+    with pytest.raises(ValueError, match=rf"^{listed} must hold a JSON object of settings, got list$"):
+        read_json_object(listed, what="a JSON object of settings")
+    with pytest.raises(ValueError, match=rf"^{binary} is not valid JSON"):
+        read_json_object(binary)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import json
 import os
 import typing
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 
 from ..dtypes import bf16_pays, default_device
+from ..files import read_json_object
 from .config import STAGES, ConfigError, TrainConfig, _check_type
 
 # Keys whose relative values name files or folders.
@@ -160,13 +160,7 @@ def load_config(stage: str, path: str | os.PathLike | None = None, overrides: di
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise ConfigError(f"Config file not found: {path!r}")
-        try:
-            with open(path, encoding="utf-8") as f:
-                values = json.load(f)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path} is not valid JSON: {err}") from err
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path} must hold a JSON object of settings, got {type(values).__name__}")
+        values = read_json_object(path, ConfigError, "a JSON object of settings")
         values = _resolve_paths(values, os.path.dirname(os.path.abspath(path)))
     overrides = dict(overrides or {})
     for key in PATH_KEYS:
