@@ -124,11 +124,9 @@ def build_evaluator(config):
         raise ConfigError(f"eval_tasks: {err}") from None
 
 
-def merged_prompts(config) -> dict[str, str] | None:
-    """What the merged encoder carries (``merge_output``): the instructions ``l2v-eval`` gives each task, keyed
-    as mteb's sentence-transformers wrapper looks them up, so plain mteb scores it as l2v-eval does."""
-    if not config.merge_output:
-        return None
+def evaluation_prompts_for_training() -> dict[str, str]:
+    """What the trained adapter and merged encoder carry: the instructions ``l2v-eval`` gives each task, keyed
+    as mteb's sentence-transformers wrapper looks them up, so plain mteb scores them as l2v-eval does."""
     from l2v_eval.tasks.instructions import load_instructions
 
     from .convert import evaluation_prompts
@@ -176,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             # transformers deprecated a property that peft and accelerate still read; nothing for a user to change.
             warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-            result = train(stage, config, evaluator=build_evaluator(config), prompts=merged_prompts(config))
+            result = train(stage, config, evaluator=build_evaluator(config), prompts=evaluation_prompts_for_training())
     except (ConfigError, DataError, CheckpointError, ModelLoadError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -135,8 +135,18 @@ def test_the_merged_output_carries_evaluation_prompts_training_instructions_and_
     assert len(evaluation) > 50 and all(prompts[k] == v for k, v in evaluation.items())
     card = (out / "README.md").read_text()
     assert "`stage`: supervised" in card and "`max_steps`: 2" in card and str(tiny_llama) in card
+    assert repr(str(out.resolve())) in card  # the usage snippet loads the published folder
     st = SentenceTransformer(str(out), trust_remote_code=True, device="cpu")
     encoder = LLM2Vec.from_pretrained(str(out), dtype="float32")
-    torch.testing.assert_close(st.encode(TEXTS[:1], prompt_name="quotes", convert_to_tensor=True).cpu(),
-                               encoder.encode([[trained["quotes"], TEXTS[0]]], show_progress_bar=False),
+    expected = encoder.encode([[trained["quotes"], TEXTS[0]]], show_progress_bar=False)
+    torch.testing.assert_close(st.encode(TEXTS[:1], prompt_name="quotes", convert_to_tensor=True).cpu(), expected,
                                rtol=1e-4, atol=1e-4)
+    # The adapter folder alone is a sentence-transformers model too (base + adapter), with the same prompts and card.
+    from l2v_core import load_sentence_transformer
+
+    adapter = out / "adapter"
+    assert json.loads((adapter / "config_sentence_transformers.json").read_text())["prompts"] == prompts
+    assert repr(str(adapter.resolve())) in (adapter / "README.md").read_text()
+    from_adapter = load_sentence_transformer(str(adapter), device="cpu")
+    torch.testing.assert_close(from_adapter.encode(TEXTS[:1], prompt_name="quotes", convert_to_tensor=True).cpu(),
+                               expected, rtol=1e-4, atol=1e-4)

@@ -104,7 +104,7 @@ def supervised_data(config: SupervisedConfig, cache_dir: str):
 
 def train_contrastive(config: ContrastiveConfig, evaluator=None, callbacks=(), prompts=None) -> TrainResult:
     """Run SimCSE or supervised training; see :class:`SimCSEConfig` and :class:`SupervisedConfig`.
-    ``prompts``: saved with the merged encoder (see :func:`~l2v_core.training.modeling.save_merged`)."""
+    ``prompts``: saved with the adapter and the merged encoder (see :func:`~l2v_core.training.modeling.save_merged`)."""
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 
     from ..st_modules import LLM2VecModule
@@ -145,21 +145,17 @@ def train_contrastive(config: ContrastiveConfig, evaluator=None, callbacks=(), p
 
     def save() -> dict[str, str | None]:
         encoder.max_length = own_length
-        return save_contrastive(encoder, model, config, prompts, metrics.last_scores)
+        return save_contrastive(encoder, config, prompts, metrics.last_scores)
 
     return train_and_save(trainer, config, args, metrics, resume_from, save)
 
 
-def save_contrastive(encoder: LLM2Vec, model, config: ContrastiveConfig, prompts=None,
-                     scores=None) -> dict[str, str | None]:
+def save_contrastive(encoder: LLM2Vec, config: ContrastiveConfig, prompts=None, scores=None) -> dict[str, str | None]:
     encoder.eval()
     out = config.output_dir
-    # The adapter applies to the base with the MNTP adapter merged; recording the MNTP
-    # adapter as its base lets LLM2Vec.from_pretrained(adapter_dir) rebuild that chain.
-    adapter = save_adapter(encoder.model, encoder.tokenizer, f"{out}/adapter",
-                           config.mntp_adapter or config.base_model,
-                           encoder_config=encoder.encoder_config())
-    model._create_model_card(adapter)  # sentence-transformers' card: data, loss, hyperparameters, scores
+    # The adapter applies to the base with the MNTP adapter merged; it records the MNTP adapter as its
+    # base, so LLM2Vec.from_pretrained(adapter_dir) rebuilds that chain.
+    adapter = save_adapter(encoder, f"{out}/adapter", config, prompts, scores)
     merged = save_merged(encoder, out, config, prompts, scores) if config.merge_output else None
     return {"adapter_dir": adapter, "merged_dir": merged}
 

@@ -218,7 +218,7 @@ def mntp_trainer_class():
 
 def train_mntp(config: MNTPConfig, evaluator=None, callbacks=(), prompts=None) -> TrainResult:
     """Run MNTP training on transformers' Trainer; see :class:`MNTPConfig` for the settings.
-    ``prompts``: saved with the merged encoder (see :func:`~l2v_core.training.modeling.save_merged`)."""
+    ``prompts``: saved with the adapter and the merged encoder (see :func:`~l2v_core.training.modeling.save_merged`)."""
     if not isinstance(config, MNTPConfig):
         raise TypeError(f"train_mntp needs an MNTPConfig, got {type(config).__name__}")
     from ..encoder import LLM2Vec
@@ -252,8 +252,7 @@ def train_mntp(config: MNTPConfig, evaluator=None, callbacks=(), prompts=None) -
 
     def save() -> dict[str, str | None]:
         model.backbone.eval()
-        adapter = save_adapter(model.backbone, tokenizer, f"{out}/adapter", config.base_model,
-                               encoder_config=trainer.encoder.encoder_config())
+        adapter = save_adapter(trainer.encoder, f"{out}/adapter", config, prompts, metrics.last_scores)
         merged = (save_merged(trainer.encoder, str(out), config, prompts, metrics.last_scores) if config.merge_output
                   else None)
         return {"adapter_dir": adapter, "merged_dir": merged}

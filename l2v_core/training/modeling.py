@@ -10,6 +10,7 @@ from ..bidirectional import make_bidirectional
 from ..dtypes import resolve_dtype
 from ..encoder import CONFIG_NAME
 from ..files import atomic_directory, write_json
+from ..st_model import write_sentence_transformers_files
 from .config import ConfigError, TrainConfig
 
 
@@ -68,38 +69,49 @@ def add_lora(model: torch.nn.Module, config: TrainConfig):
                           f"Its linear layers are named: {', '.join(names)}") from err
 
 
-def save_adapter(peft_model, tokenizer, adapter_dir: str, base: str, encoder_config: dict | None = None) -> str:
-    """Write the adapter (peft format, keys of the headless model), the tokenizer and, for
-    encoders, ``llm2vec_config.json``. ``base`` is recorded as the adapter's base, portably (``bundled``,
-    a Hub id, else the absolute path), so ``LLM2Vec.from_pretrained(adapter_dir)`` finds it on any machine.
-    Written to a temporary folder first."""
-    for cfg in peft_model.peft_config.values():
+def save_adapter(encoder, adapter_dir: str, config: TrainConfig, prompts: dict[str, str] | None = None,
+                 scores: dict[str, float] | None = None) -> str:
+    """Write the encoder's adapter (peft format, keys of the headless model), the tokenizer,
+    ``llm2vec_config.json`` and the sentence-transformers files, so ``LLM2Vec.from_pretrained(adapter_dir)``
+    and ``load_sentence_transformer(adapter_dir)`` rebuild base (+ MNTP) + this adapter; then l2v's model
+    card. The base (``mntp_adapter``, else ``base_model``) is recorded portably (``bundled``, a Hub id, else
+    the absolute path), so it is found on any machine. ``prompts`` / ``scores``: see :func:`save_merged`."""
+    base = getattr(config, "mntp_adapter", None) or config.base_model
+    for cfg in encoder.model.peft_config.values():
         cfg.base_model_name_or_path = loading.portable_reference(base)
+    prompts = {**(prompts or {}), **training_prompts(config)}
     with atomic_directory(adapter_dir) as tmp:
         # Embeddings are never trained here; "auto" would look for a config.json at the base reference.
-        peft_model.save_pretrained(tmp, save_embedding_layers=False)
-        tokenizer.save_pretrained(tmp)
-        if encoder_config is not None:
-            write_json(tmp / CONFIG_NAME, encoder_config)
+        encoder.model.save_pretrained(tmp, save_embedding_layers=False)
+        encoder.tokenizer.save_pretrained(tmp)
+        write_json(tmp / CONFIG_NAME, encoder.encoder_config())
+        write_sentence_transformers_files(tmp, prompts=prompts)
+    _write_card(adapter_dir, encoder, config, prompts, scores, merged=False)
     return str(adapter_dir)
 
 
 def save_merged(encoder, output_dir: str, config: TrainConfig, prompts: dict[str, str] | None = None,
                 scores: dict[str, float] | None = None) -> str:
     """Merge the adapter into the base and write a full encoder (LLM2Vec + sentence-transformers files and
-    l2v's model card) into ``output_dir``, beside the run's other files; each file is moved into place whole. ``prompts``: the
-    sentence-transformers prompts to save (e.g. the instructions evaluation gives each task); the training
-    instruction, where there was one, becomes the ``query`` prompt. ``scores``: the last evaluation's."""
-    from ..model_card import write_model_card
-
+    l2v's model card) into ``output_dir``, beside the run's other files; each file is moved into place whole.
+    ``prompts``: the sentence-transformers prompts to save (e.g. the instructions evaluation gives each task);
+    the training instruction, where there was one, becomes the ``query`` prompt. ``scores``: the last
+    evaluation's."""
     prompts = {**(prompts or {}), **training_prompts(config)}
-    adapters = [a for a in (getattr(config, "mntp_adapter", None), os.path.join(output_dir, "adapter")) if a]
     with atomic_directory(output_dir, entries_only=True) as tmp:
         encoder.save(tmp, merge_before_save=True, prompts=prompts)
-        write_model_card(tmp, encoder, base_model=config.base_model, adapters=adapters, merged=True, prompts=prompts,
-                         training=card_settings(config), scores=_main_scores(scores),
-                         scores_suite=getattr(config, "eval_tasks", None) or None)
+    _write_card(output_dir, encoder, config, prompts, scores, merged=True)
     return str(output_dir)
+
+
+def _write_card(folder: str, encoder, config: TrainConfig, prompts: dict[str, str], scores, merged: bool) -> None:
+    """l2v's model card, written in the published folder (its usage snippet names that folder)."""
+    from ..model_card import write_model_card
+
+    adapters = [a for a in (getattr(config, "mntp_adapter", None), os.path.join(config.output_dir, "adapter")) if a]
+    write_model_card(folder, encoder, base_model=config.base_model, adapters=adapters, merged=merged, prompts=prompts,
+                     training=card_settings(config), scores=_main_scores(scores),
+                     scores_suite=getattr(config, "eval_tasks", None) or None)
 
 
 def training_prompts(config: TrainConfig) -> dict[str, str]:
