@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from . import distributed, files, loading
 from .files import read_json_object, write_json
 from .bidirectional import is_bidirectional, set_bidirectional
+from .errors import check_positive_int
 from .oom import run_splitting_on_oom
 from .packing import (VARLEN_BACKENDS, Batch, PlannedBatch, attention_share, left_pad, pack, pad_left, padded_batch,
                       plan_batches)
@@ -95,12 +96,8 @@ class LLM2Vec(torch.nn.Module):
                  max_tokens_per_batch: int | None = None, prompts: dict[str, str] | None = None,
                  default_prompt_name: str | None = None):
         super().__init__()
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-            raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
-        if doc_max_length is not None and (isinstance(doc_max_length, bool) or not isinstance(doc_max_length, int)
-                                           or doc_max_length < 1):
-            raise ValueError(f"doc_max_length must be a positive integer (tokens kept of each text) or None "
-                             f"(no document cut), got {doc_max_length!r}")
+        check_positive_int("max_length", max_length)
+        check_positive_int("doc_max_length", doc_max_length, none_means="no document cut")
         prompts = dict(prompts or {})
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
             raise ValueError(f"prompts must map names to instruction strings, got {prompts!r:.200}")
@@ -412,5 +409,4 @@ def _prepare_tokenizer(tokenizer) -> None:
 
 
 def _check_batch_size(batch_size) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_positive_int("batch_size", batch_size)

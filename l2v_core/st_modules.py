@@ -23,6 +23,7 @@ import torch
 from sentence_transformers.base.modules.input_module import InputModule
 
 from .encoder import CONFIG_NAME, ENCODER_DEFAULTS, LLM2Vec
+from .errors import check_positive_int
 from .files import write_json
 from .loading import ModelLoadError
 
@@ -47,8 +48,7 @@ class LLM2VecModule(InputModule):
 
     @max_seq_length.setter
     def max_seq_length(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"max_seq_length must be a positive integer, got {value!r}")
+        check_positive_int("max_seq_length", value)
         self.encoder.max_length = value
 
     def preprocess(self, inputs, prompt: str | None = None, **kwargs) -> dict[str, torch.Tensor]:

@@ -24,6 +24,8 @@ from mteb.models.abs_encoder import AbsEncoder, get_prompt_name
 from mteb.models.model_meta import ModelMeta, ScoringFunction
 from mteb.types import PromptType
 
+from l2v_core.errors import check_positive_int
+
 from . import model_facts
 from .model import ModelLoadFailed, ModelSpec
 from .tasks.instructions import Instructions, load_instructions
@@ -77,8 +79,7 @@ def sentence_transformer_prompts(folder: str) -> tuple[dict[str, str], dict[str,
 
 
 def _check_batch_size(batch_size) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_positive_int("batch_size", batch_size)
 
 
 class L2VEncoder(AbsEncoder):

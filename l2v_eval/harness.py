@@ -32,6 +32,7 @@ from typing import Any
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from l2v_core.dtypes import DTYPE_NAMES
+from l2v_core.errors import check_positive_int
 
 from .cache_folder import check_cache_folder, folder_bytes
 from .embedding_cache.encoder import DEFAULT_CHUNK_TEXTS, CachedEncoder
@@ -136,9 +137,7 @@ class EvalConfig:
 
     def _check_values(self) -> None:
         for key in ("batch_size", "cache_chunk_texts"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+            check_positive_int(key, getattr(self, key))
         check_model_settings(pooling=self.pooling, max_length=self.max_length, dtype=self.dtype, name=self.name)
         self.probe_layers = _probe_layers(self.probe_layers)
         if self.data_dir is not None and not self.data_dir.is_dir():

@@ -31,7 +31,7 @@ from mteb.models.model_meta import ModelMeta, ScoringFunction
 
 from l2v_core import hub, loading
 from l2v_core.dtypes import DTYPE_NAMES, dtype_name, resolve_dtype
-from l2v_core.errors import HubUnreachableError, ModelLoadError, NotCachedError, NotOnHubError
+from l2v_core.errors import HubUnreachableError, ModelLoadError, NotCachedError, NotOnHubError, check_positive_int
 from l2v_core.loading import ModelSource
 from l2v_core.model_files import adapter_config
 from l2v_core.pooling import check_pooling_mode
@@ -79,8 +79,8 @@ def check_model_settings(*, pooling: str | None = None, max_length: int | None =
             check_pooling_mode(pooling)
         except ValueError as err:
             raise ModelSpecError(str(err)) from None
-    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
-        raise ModelSpecError(f"max_length must be a positive integer, got {max_length!r}")
+    if max_length is not None:
+        check_positive_int("max_length", max_length, error=ModelSpecError)
     if dtype is not None and dtype not in DTYPE_NAMES:
         raise ModelSpecError(f"Unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_NAMES)}")
     if name is not None and "/" not in name:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from l2v_core.errors import check_positive_int
+
 Metric = Callable[[np.ndarray], np.ndarray]  # (resamples, n_units) unit indices -> (resamples,) scores
 
 CONFIDENCE = 0.95
@@ -33,8 +35,7 @@ def resample_indices(n_units: Units, resamples: int, rng: np.random.Generator) -
     sizes = [n_units] if isinstance(n_units, (int, np.integer)) else list(n_units)
     if not sizes or min(sizes) < 1:
         raise ValueError(f"cannot resample a task with {n_units} test units")
-    if not isinstance(resamples, (int, np.integer)) or resamples < 1:
-        raise ValueError(f"resamples must be a positive integer, got {resamples!r}")
+    check_positive_int("resamples", resamples)
     offsets = np.cumsum([0, *sizes[:-1]])
     return np.concatenate([offset + rng.integers(0, size, size=(resamples, size))
                            for offset, size in zip(offsets, sizes)], axis=1)

@@ -36,6 +36,7 @@ from .encoder_adapter import L2VEncoder
 from .live import LiveEvalError, evaluate_encoder, load_eval_tasks
 from .tasks.local import MissingDatasetError
 from .tasks.presets import UnknownTaskError
+from l2v_core.errors import check_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +65,8 @@ class MtebEvaluator(SentenceEvaluator):
     def __init__(self, tasks: str | list[str], data_dir: str | None = None, batch_size: int = 32, name: str = "mteb",
                  max_length: int | None = None):
         super().__init__()
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
-                                       or max_length < 1):
-            raise ValueError(f"max_length must be a positive integer or None (the encoder's own), got {max_length!r}")
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("max_length", max_length, none_means="the encoder's own")
         self.spec = tasks if isinstance(tasks, str) else ",".join(tasks)
         self.data_dir = data_dir
         self.batch_size = batch_size

@@ -1,5 +1,6 @@
 """Inputs an adversarial user tries: converting a model onto itself, texts with no spaces to cut
 at, instructions longer than the limit, bad settings, and the modes of the files l2v writes."""
+import re
 import base64
 import hashlib
 import json
@@ -248,3 +249,13 @@ def test_a_json_object_file_is_read_or_refused_in_one_line_naming_it(tmp_path):
         read_json_object(listed, what="a JSON object of settings")
     with pytest.raises(ValueError, match=rf"^{binary} is not valid JSON"):
         read_json_object(binary)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.0, True, "8", None])
+def test_a_count_setting_is_refused_in_one_line_naming_it(bad):
+    from l2v_core.errors import check_positive_int
+
+    with pytest.raises(ValueError, match=rf"^batch_size must be a positive integer, got {re.escape(repr(bad))}$"):
+        check_positive_int("batch_size", bad)
+    check_positive_int("batch_size", 8)
+    check_positive_int("max_length", None, none_means="the encoder's own")

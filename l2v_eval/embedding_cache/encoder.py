@@ -33,6 +33,7 @@ from ..encoder_adapter import texts_of
 from ..progress import TaskProgress
 from .chunks import text_keys
 from .store import ChunkStore
+from l2v_core.errors import check_positive_int
 
 if TYPE_CHECKING:
     from ..encoder_adapter import L2VEncoder
@@ -80,8 +81,7 @@ class CachedEncoder(CachedEmbeddingWrapper):
     """
 
     def __init__(self, model: L2VEncoder, cache_path: str | os.PathLike, *, chunk_texts: int = DEFAULT_CHUNK_TEXTS):
-        if not isinstance(chunk_texts, int) or chunk_texts < 1:
-            raise ValueError(f"chunk_texts must be a positive integer, got {chunk_texts!r}")
+        check_positive_int("chunk_texts", chunk_texts)
         if world()[0] == 0:
             claim(cache_path)  # before mteb's wrapper creates the folder: only a folder l2v creates is tagged
         _barrier()  # no rank writes into the folder before rank 0 has checked and marked it

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from l2v_core.files import atomic_write, write_json
 from l2v_core.oom import run_splitting_on_oom
+from l2v_core.errors import check_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -267,8 +268,7 @@ def extract_word_features(model: torch.nn.Module, tokenizer, sentences: Sequence
     (the model is moved there, as ``LLM2Vec.encode`` does), else where the model is. ``out`` may be a
     preallocated (e.g. memory-mapped) float32 array of that shape.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_positive_int("batch_size", batch_size)
     num_layers = num_hidden_layers(model)
     layers = list(layers)
     if not layers or any(not 0 <= layer <= num_layers for layer in layers):

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from l2v_core.errors import check_positive_int
+
 Span = tuple[str, int, int]  # (type, start, end) with end exclusive
 
 
@@ -99,8 +101,7 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_epochs", "patience", "min_epochs"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"ProbeConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+            check_positive_int(f"ProbeConfig.{name}", getattr(self, name))
         if not self.lr > 0 or self.weight_decay < 0:
             raise ValueError(f"ProbeConfig needs lr > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
 
