@@ -17,4 +17,5 @@ dist.all_gather(gathered, vectors)  # every rank must hold the same full result
 if dist.get_rank() == 0:
     assert all(torch.equal(g, vectors) for g in gathered)
     torch.save({"vectors": vectors, "texts": texts}, out_file)
+dist.barrier()  # no rank tears gloo down while another still saves (an abort at exit under load)
 dist.destroy_process_group()
