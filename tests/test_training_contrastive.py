@@ -125,3 +125,26 @@ def test_bf16_checkpointing_and_accumulation(tiny_llama, tmp_path):
     metrics = pd.read_csv(result.metrics_file)
     assert metrics.step.tolist() == [1, 2] and metrics.loss.map(math.isfinite).all()
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_simcse_views_share_one_forward_pass_with_the_loss_of_two(tiny_llama):
+    """SimCSE's two columns are the same texts: one merged forward of 2B rows gives, without dropout, exactly
+    the loss of one forward per column."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from l2v_core.st_modules import LLM2VecModule
+    from l2v_core.training.contrastive import OnePassViewsLoss
+
+    model = SentenceTransformer(modules=[LLM2VecModule(LLM2Vec.from_pretrained(str(tiny_llama), dtype="float32"))])
+    model.eval()
+    calls = []
+    model[0].register_forward_hook(lambda module, args, out: calls.append(out["sentence_embedding"].shape[0]))
+    texts = TEXTS[:3]
+    features = lambda: [model[0].preprocess(texts), model[0].preprocess(texts)]  # noqa: E731
+    with torch.no_grad():
+        merged = OnePassViewsLoss(model, scale=20.0)(features(), None)
+        assert calls == [2 * len(texts)]
+        separate = MultipleNegativesRankingLoss(model, scale=20.0)(features(), None)
+    assert calls[1:] == [len(texts), len(texts)]
+    torch.testing.assert_close(merged, separate, rtol=1e-5, atol=1e-5)

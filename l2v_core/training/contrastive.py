@@ -18,6 +18,8 @@ import logging
 from pathlib import Path
 
 import torch
+from sentence_transformers.base.losses.merged_forward import embed_columns
+from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
 from ..bidirectional import make_bidirectional
 from ..encoder import LLM2Vec
@@ -51,6 +53,17 @@ def load_encoder(config: ContrastiveConfig) -> LLM2Vec:
     return encoder
 
 
+class OnePassViewsLoss(MultipleNegativesRankingLoss):
+    """InfoNCE of SimCSE's two views with both in one forward pass (a batch of 2B rows, each row drawing its
+    own dropout mask), as the LLM2Vec recipe does. sentence-transformers keeps the first column's forward
+    apart (query and document columns differ in width); SimCSE's columns are the same texts, so merging
+    costs no padding and saves one pass of per-step overhead."""
+
+    def forward(self, sentence_features, labels):
+        return self.compute_loss_from_embeddings(embed_columns(self.model, sentence_features, separate_first=False),
+                                                 labels)
+
+
 def build_loss(model, config: ContrastiveConfig):
     """The contrastive loss (GradCache form with ``gradcache_chunk_size``), wrapped by ``loss`` when that names a
     wrapping loss (one taking ``loss=``, such as MatryoshkaLoss), or ``loss`` itself."""
@@ -71,7 +84,8 @@ def build_loss(model, config: ContrastiveConfig):
             base = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=config.gradcache_chunk_size,
                                                              **contrastive_args)
         else:
-            base = losses.MultipleNegativesRankingLoss(model, **contrastive_args)
+            one_pass = isinstance(config, SimCSEConfig)
+            base = (OnePassViewsLoss if one_pass else losses.MultipleNegativesRankingLoss)(model, **contrastive_args)
         if config.loss in CONTRASTIVE:
             return base
         return cls(model, base, **config.loss_args) if wraps else cls(model, **config.loss_args)
