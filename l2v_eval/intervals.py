@@ -39,6 +39,27 @@ def with_intervals(rows: list[Mapping[str, Any]], folder: Path, resamples: int =
     return out
 
 
+def type_half_widths(suite_dir: Path | None, types: Mapping[str, str], labels, scale: float = 100.0,
+                     resamples: int = CI_RESAMPLES, seed: int = CI_SEED) -> pd.DataFrame | None:
+    """task type x label: half the width of the interval of each model's mean over the type's tasks (resampling
+    within every task), on ``scale``; left out for models without kept predictions or without every task."""
+    from .comparison import mean_interval
+
+    if suite_dir is None:
+        return None
+    half: dict[str, dict[str, float]] = {}
+    for label in labels:
+        for task_type in sorted(set(types.values())):
+            tasks = [task for task, of_type in types.items() if of_type == task_type]
+            try:
+                interval = mean_interval(suite_dir, label, tasks, resamples, seed)
+            except (ValueError, FileNotFoundError, KeyError) as err:  # no kept predictions for these tasks
+                logger.info("%s, %s: no interval of the type mean (%s)", label, task_type, err)
+                continue
+            half.setdefault(label, {})[task_type] = (interval.high - interval.low) / 2 * scale
+    return pd.DataFrame(half)
+
+
 HALF_WIDTH = " ±"  # suffix of a leaderboard column holding the half-width of the column it names
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 from l2v_core.files import atomic_write, check_writable_dir
 
-from .intervals import half_widths
+from .intervals import half_widths, type_half_widths
 from .leaderboard import (MEAN_TASK, MEAN_TYPE, _suite_dir, build_leaderboard, load_suites, model_labels,
                           task_scores)
 from .results import OK
@@ -190,7 +190,8 @@ def _mteb_blocks(frame: pd.DataFrame, out_dir: Path, level: int, prefix: str,
     by_type = pd.DataFrame({ty: scaled[[t for t in scaled.columns if types[t] == ty]].mean(axis=1)
                             for ty in type_cols}).T
     name = f"{prefix}task_types.png"
-    _bar_chart(by_type, "Mean main score per task type", "score ×100", out_dir / name)
+    _bar_chart(by_type, "Mean main score per task type", "score ×100", out_dir / name,
+               errors=type_half_widths(suite_dir, types, list(by_type.columns)))
     blocks += [Block("image", (name, "Mean main score per task type")), Block("heading", "Per task", level)]
     for ty in type_cols:
         tasks = [t for t in scaled.columns if types[t] == ty]

@@ -220,6 +220,22 @@ def test_report_bar_charts_carry_the_intervals_as_error_bars(mini_run, tmp_path,
     assert any(v == pytest.approx(expected) for v in spreads)
 
 
+def test_the_task_type_chart_carries_intervals_of_the_type_means(mini_run, tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from l2v_eval.report import write_report
+
+    bars, titles = [], {}
+    bar, set_title = Axes.bar, Axes.set_title
+    monkeypatch.setattr(Axes, "bar", lambda self, *a, **kw: bars.append((id(self), kw.get("yerr"))) or bar(self, *a, **kw))
+    monkeypatch.setattr(Axes, "set_title", lambda self, t, *a, **kw: titles.update({id(self): t})
+                        or set_title(self, t, *a, **kw))
+    write_report(mini_run, tmp_path / "report")
+    chart = [axes for axes, title in titles.items() if title == "Mean main score per task type"]
+    spreads = [float(v) for axes, yerr in bars if axes in chart and yerr is not None for v in np.atleast_1d(yerr)]
+    assert spreads and all(np.isfinite(v) for v in spreads) and any(v > 0 for v in spreads)
+
+
 def test_report_marks_models_not_distinguishable_from_each_task_best(mini_run, tiny_llama, tmp_path):
     from l2v_eval.comparison import tied_with_best
     from l2v_eval.report import write_report
