@@ -126,7 +126,8 @@ def build_evaluator(config):
 
 def evaluation_prompts_for_training() -> dict[str, str]:
     """What the trained adapter and merged encoder carry: the instructions ``l2v-eval`` gives each task, keyed
-    as mteb's sentence-transformers wrapper looks them up, so plain mteb scores them as l2v-eval does."""
+    as mteb's sentence-transformers wrapper looks them up, so plain mteb scores them as l2v-eval does. Passed
+    as the function: building them takes seconds, spent once on the main process when the model is saved."""
     from l2v_eval.tasks.instructions import load_instructions
 
     from .convert import evaluation_prompts
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             # transformers deprecated a property that peft and accelerate still read; nothing for a user to change.
             warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-            result = train(stage, config, evaluator=build_evaluator(config), prompts=evaluation_prompts_for_training())
+            result = train(stage, config, evaluator=build_evaluator(config), prompts=evaluation_prompts_for_training)
     except (ConfigError, DataError, CheckpointError, ModelLoadError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

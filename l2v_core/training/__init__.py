@@ -19,8 +19,9 @@ from .run import CheckpointError, TrainResult
 
 def train(stage: str, config: TrainConfig, evaluator=None, callbacks=(), prompts=None) -> TrainResult:
     """Run training ``stage`` ("mntp", "simcse" or "supervised") with a config of that stage. ``prompts``
-    (name -> instruction): sentence-transformers prompts saved with the adapter and the merged encoder,
-    e.g. the instructions evaluation gives each task; the training instruction becomes ``query``."""
+    (name -> instruction, or a function giving them, called when saving): sentence-transformers prompts saved
+    with the adapter and the merged encoder, e.g. the instructions evaluation gives each task; the training
+    instruction becomes ``query``."""
     if stage == "mntp":
         from .mntp import train_mntp
 

@@ -26,7 +26,7 @@ from ..encoder import LLM2Vec
 from .arguments import training_arguments
 from .config import ConfigError, ContrastiveConfig, SimCSEConfig, SupervisedConfig
 from .data import load_texts, load_triples
-from .modeling import (add_lora, enable_checkpointing, model_kwargs, save_adapter, save_merged,
+from .modeling import (add_lora, enable_checkpointing, model_kwargs, save_adapter, save_merged, saved_prompts,
                        set_attention_dropout, trainable_copy)
 from .run import (AdapterCheckpoints, TrainResult, begin_run, check_resume, metrics_callback, num_processes,
                   train_and_save)
@@ -169,6 +169,7 @@ def save_contrastive(encoder: LLM2Vec, config: ContrastiveConfig, prompts=None, 
     out = config.output_dir
     # The adapter applies to the base with the MNTP adapter merged; it records the MNTP adapter as its
     # base, so LLM2Vec.from_pretrained(adapter_dir) rebuilds that chain.
+    prompts = saved_prompts(prompts, config)
     adapter = save_adapter(encoder, f"{out}/adapter", config, prompts, scores)
     merged = save_merged(encoder, out, config, prompts, scores) if config.merge_output else None
     return {"adapter_dir": adapter, "merged_dir": merged}

@@ -24,7 +24,8 @@ from ..bidirectional import make_bidirectional
 from .arguments import training_arguments
 from .config import ConfigError, MNTPConfig
 from .data import load_texts
-from .modeling import add_lora, enable_checkpointing, model_kwargs, save_adapter, save_merged, trainable_copy
+from .modeling import (add_lora, enable_checkpointing, model_kwargs, save_adapter, save_merged, saved_prompts,
+                       trainable_copy)
 from .run import (AdapterCheckpoints, TrainResult, begin_run, check_resume, metrics_callback, num_processes,
                   train_and_save)
 
@@ -252,8 +253,9 @@ def train_mntp(config: MNTPConfig, evaluator=None, callbacks=(), prompts=None) -
 
     def save() -> dict[str, str | None]:
         model.backbone.eval()
-        adapter = save_adapter(trainer.encoder, f"{out}/adapter", config, prompts, metrics.last_scores)
-        merged = (save_merged(trainer.encoder, str(out), config, prompts, metrics.last_scores) if config.merge_output
+        saved = saved_prompts(prompts, config)
+        adapter = save_adapter(trainer.encoder, f"{out}/adapter", config, saved, metrics.last_scores)
+        merged = (save_merged(trainer.encoder, str(out), config, saved, metrics.last_scores) if config.merge_output
                   else None)
         return {"adapter_dir": adapter, "merged_dir": merged}
 

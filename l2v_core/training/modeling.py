@@ -69,7 +69,15 @@ def add_lora(model: torch.nn.Module, config: TrainConfig):
                           f"Its linear layers are named: {', '.join(names)}") from err
 
 
-def save_adapter(encoder, adapter_dir: str, config: TrainConfig, prompts: dict[str, str] | None = None,
+def saved_prompts(prompts, config: TrainConfig) -> dict[str, str]:
+    """The sentence-transformers prompts a trained encoder is saved with: ``prompts`` (a dict, or a function
+    giving one, called only here: on the main process, when saving) with the training instructions over them
+    (:func:`training_prompts`)."""
+    given = prompts() if callable(prompts) else prompts
+    return {**(given or {}), **training_prompts(config)}
+
+
+def save_adapter(encoder, adapter_dir: str, config: TrainConfig, prompts: dict[str, str],
                  scores: dict[str, float] | None = None) -> str:
     """Write the encoder's adapter (peft format, keys of the headless model), the tokenizer,
     ``llm2vec_config.json`` and the sentence-transformers files, so ``LLM2Vec.from_pretrained(adapter_dir)``
@@ -79,7 +87,6 @@ def save_adapter(encoder, adapter_dir: str, config: TrainConfig, prompts: dict[s
     base = getattr(config, "mntp_adapter", None) or config.base_model
     for cfg in encoder.model.peft_config.values():
         cfg.base_model_name_or_path = loading.portable_reference(base)
-    prompts = {**(prompts or {}), **training_prompts(config)}
     with atomic_directory(adapter_dir) as tmp:
         # Embeddings are never trained here; "auto" would look for a config.json at the base reference.
         encoder.model.save_pretrained(tmp, save_embedding_layers=False)
@@ -90,14 +97,12 @@ def save_adapter(encoder, adapter_dir: str, config: TrainConfig, prompts: dict[s
     return str(adapter_dir)
 
 
-def save_merged(encoder, output_dir: str, config: TrainConfig, prompts: dict[str, str] | None = None,
+def save_merged(encoder, output_dir: str, config: TrainConfig, prompts: dict[str, str],
                 scores: dict[str, float] | None = None) -> str:
     """Merge the adapter into the base and write a full encoder (LLM2Vec + sentence-transformers files and
     l2v's model card) into ``output_dir``, beside the run's other files; each file is moved into place whole.
-    ``prompts``: the sentence-transformers prompts to save (e.g. the instructions evaluation gives each task);
-    the training instruction, where there was one, becomes the ``query`` prompt. ``scores``: the last
+    ``prompts``: the sentence-transformers prompts to save (:func:`saved_prompts`). ``scores``: the last
     evaluation's."""
-    prompts = {**(prompts or {}), **training_prompts(config)}
     with atomic_directory(output_dir, entries_only=True) as tmp:
         encoder.save(tmp, merge_before_save=True, prompts=prompts)
     _write_card(output_dir, encoder, config, prompts, scores, merged=True)
