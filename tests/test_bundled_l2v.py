@@ -47,3 +47,9 @@ def test_the_trained_encoder_beats_its_untrained_base(smollm2_gguf):
     trained = evaluate_encoder(LLM2Vec.from_pretrained("bundled-l2v"), tasks)["L2VRealQuoteCompletion"]
     untrained = evaluate_encoder(LLM2Vec.from_pretrained("bundled"), tasks)["L2VRealQuoteCompletion"]
     assert trained > untrained + 0.1, (trained, untrained)
+
+
+def test_only_data_keys_are_read_as_named_data(tmp_path):
+    """A colon in an output folder or model path is part of its name, not a suite reference."""
+    config = load_config("supervised", str(RECIPE), {"output_dir": "runs:2"}, data_roots=suite_data_roots())
+    assert config.output_dir.endswith("runs:2")

@@ -172,6 +172,9 @@ def load_config(stage: str, path: str | os.PathLike | None = None, overrides: di
     return build_config(stage, _resolve_named_data(values, data_roots or {}))
 
 
+NAMED_DATA_KEYS = ("train_file", "eval_data_dir")  # data, which a recipe may name by suite; models and outputs not
+
+
 def _named_data(value: Any) -> tuple[str, str] | None:
     """``("l2v-real", "train/pairs.jsonl.gz")`` for ``"l2v-real:train/pairs.jsonl.gz"``; None for a plain path
     (a one-letter name is a Windows drive, a name holding a slash is a path)."""
@@ -185,9 +188,9 @@ def _named_data(value: Any) -> tuple[str, str] | None:
 
 def _resolve_named_data(values: dict[str, Any], data_roots: Mapping[str, str | os.PathLike]) -> dict[str, Any]:
     out = dict(values)
-    for key in PATH_KEYS:
+    for key in NAMED_DATA_KEYS:
         named = _named_data(out.get(key))
-        if named is None or key in ("base_model", "mntp_adapter"):
+        if named is None:
             continue
         name, rest = named
         if name not in data_roots:
@@ -202,7 +205,8 @@ def _resolve_paths(values: dict[str, Any], folder: str) -> dict[str, Any]:
     out = dict(values)
     for key in PATH_KEYS:
         value = out.get(key)
-        if not isinstance(value, str) or not value or os.path.isabs(value) or _named_data(value):
+        if (not isinstance(value, str) or not value or os.path.isabs(value)
+                or (key in NAMED_DATA_KEYS and _named_data(value))):
             continue
         candidate = os.path.normpath(os.path.join(folder, os.path.expanduser(value)))
         # A model may also be a hub id ("org/name"): keep it when nothing exists at the relative path.
