@@ -308,12 +308,31 @@ class LLM2Vec(torch.nn.Module):
         return {"input_ids": input_ids, "attention_mask": attention, "embed_mask": pool_mask.long()}
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Pooled embeddings of ``tokenize`` features, with autograd (for training)."""
+        """Pooled embeddings of ``tokenize`` features, with autograd (for training).
+
+        Left-padded rows run in length-sorted groups, cut as ``encode`` cuts its batches and each trimmed to
+        its longest row: sentence-transformers' losses pad queries, positives and negatives to one width, so
+        on the bundled recipe's batches about half of the positions were padding. Each text's vector is the
+        same either way (padding never changes a vector); rows come back in their order."""
         device = self.device
-        attention = features["attention_mask"].to(device)
+        input_ids, attention = features["input_ids"].to(device), features["attention_mask"].to(device)
         embed_mask = features.get("embed_mask")
         pool_from = embed_mask.to(device) if (self.skip_instruction and embed_mask is not None) else attention
-        return self._pooled(padded_batch(features["input_ids"].to(device), attention, pool_from))
+        lengths = attention.sum(-1).tolist()
+        if not bool(attention[:, -1].all()) or len(set(lengths)) == 1:  # not left-padded, or nothing to trim
+            return self._pooled(padded_batch(input_ids, attention, pool_from))
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        groups = plan_batches(lengths, order, len(lengths), None, False, device.type,
+                              attention_share(self.model.config))
+        vectors = []
+        for group in groups:
+            rows, width = torch.tensor(group.indices, device=device), max(group.lengths)
+            vectors.append(self._pooled(padded_batch(input_ids[rows, -width:], attention[rows, -width:],
+                                                     pool_from[rows, -width:])))
+        back = torch.empty(len(order), dtype=torch.long, device=device)
+        back[torch.tensor([i for group in groups for i in group.indices], device=device)] = torch.arange(
+            len(order), device=device)
+        return torch.cat(vectors)[back]
 
     # ------------------------------------------------------------------ saving
     def encoder_config(self) -> dict:

@@ -9,7 +9,8 @@ task's loaded data, so a comparison later needs neither the model nor the data. 
                                                                            /<Task>_gold.json
 
 The test units, as resampled (:func:`task_units`): queries (retrieval, reranking), pairs (STS, pair
-classification), test examples (classification), items (clustering). Each metric is mteb's own formula on
+classification), test examples (classification), items (clustering), sets (mteb's legacy clustering, one
+clustering per set), texts (summarization). Each metric is mteb's own formula on
 the same inputs: the score on all units rounds to the main score mteb saved, which :func:`task_units`
 checks before any resampling.
 """
@@ -56,12 +57,19 @@ def _data(task, split: str, subset: str):
 
 def _gold_of(task, split: str, subset: str) -> dict[str, Any] | None:
     """What the task's evaluation scored the predictions against, for one split and subset."""
+    from mteb._evaluators.text.summarization_evaluator import DeprecatedSummarizationEvaluator
     from mteb.abstasks.classification import AbsTaskClassification
+    from mteb.abstasks.clustering_legacy import AbsTaskClusteringLegacy
     from mteb.abstasks.pair_classification import AbsTaskPairClassification
     from mteb.abstasks.retrieval import AbsTaskRetrieval
     from mteb.abstasks.sts import AbsTaskSTS
+    from mteb.abstasks.text.summarization import AbsTaskSummarization
 
     data = _data(task, split, subset)
+    if isinstance(task, AbsTaskSummarization):  # mteb's predictions hold the human scores: only the formula
+        return {"evaluator_with_issue_1156": issubclass(task.evaluator, DeprecatedSummarizationEvaluator)}
+    if isinstance(task, AbsTaskClusteringLegacy):  # one clustering per row ("set") of the split
+        return {"sets": [[str(label) for label in labels] for labels in data[task.label_column_name]]}
     if isinstance(task, AbsTaskSTS):
         return {"scores": [task._normalize(x) for x in data["score"]]}  # mteb scores normalised gold
     if isinstance(task, AbsTaskPairClassification):
@@ -74,7 +82,7 @@ def _gold_of(task, split: str, subset: str) -> dict[str, Any] | None:
         return {"qrels": {q: dict(docs) for q, docs in data["relevant_docs"].items()},
                 "k_values": list(task.k_values), "skip_first_result": bool(task.skip_first_result),
                 "ignore_identical_ids": bool(task.ignore_identical_ids)}
-    return None  # other task types (legacy clustering, bitext mining, ...): no per-unit gold here
+    return None  # other task types (bitext mining, ...): no per-unit gold here
 
 
 def save_gold(task, folder: Path) -> Path | None:
@@ -223,9 +231,11 @@ def _retrieval(pred: Mapping, truth: Mapping, metric: str, task: str):
     return "query", len(per_query), um.mean(per_query, decimals=5)
 
 
-def _clustering(pred: Mapping, truth: Mapping, metric: str, task: str):
+def _clustering(pred: Mapping | list, truth: Mapping, metric: str, task: str):
     if metric != "v_measure":
         raise PredictionsError(f"{task}: no per-item resampling for clustering metric {metric!r}")
+    if "sets" in truth:
+        return _legacy_clustering(pred, truth["sets"], task)
     labels = truth["labels"]
     levels = []
     for level, draws in enumerate(truth["draws"]):
@@ -236,6 +246,36 @@ def _clustering(pred: Mapping, truth: Mapping, metric: str, task: str):
     return "item", len(labels), um.v_measure(levels, len(labels))
 
 
+def _legacy_clustering(pred: list, sets: list, task: str):
+    """mteb's legacy clustering scores each set on its own and averages the v-measures; a set with one
+    label is not clustered (v-measure 1.0, no predictions kept), as in ``AbsTaskClusteringLegacy``."""
+    from sklearn.metrics.cluster import v_measure_score
+
+    assignments = iter(pred)
+    per_set = [1.0 if len(set(labels)) <= 1 else float(v_measure_score(labels, next(assignments)))
+               for labels in sets]
+    if next(assignments, None) is not None:
+        raise PredictionsError(f"{task}: more clusterings kept than sets with two labels or more")
+    return "set", len(per_set), um.mean(per_set)
+
+
+def _summarization(pred: Mapping, truth: Mapping, metric: str, task: str):
+    """Per text, the correlation of the human scores with the model's (mteb's ``_calculate_metrics``),
+    averaged over texts. mteb's older evaluator (kept for SummEval v1, its issue 1156) averages scipy's
+    (statistic, p-value) pairs, so its score per text is their mean; the saved score decides which applies."""
+    from scipy.stats import pearsonr, spearmanr
+
+    kind, _, stat = metric.rpartition("_")
+    column = {"cosine": "cosine_scores", "dot": "dot_scores", "": "similarity_scores"}.get(kind)
+    if column is None or stat not in ("spearman", "pearson"):
+        raise PredictionsError(f"{task}: no per-text resampling for summarization metric {metric!r}")
+    correlate = spearmanr if stat == "spearman" else pearsonr
+    results = [correlate(human, model) for human, model in zip(pred["human_scores"], pred[column], strict=True)]
+    per_text = ([float(np.mean(tuple(r))) for r in results] if truth["evaluator_with_issue_1156"]
+                else [float(r.statistic) for r in results])
+    return "text", len(per_text), um.mean(per_text)
+
+
 _BUILDERS = {"STS": _sts, "PairClassification": _pair_classification, "Classification": _classification,
              "Retrieval": _retrieval, "Reranking": _retrieval, "InstructionRetrieval": _retrieval,
-             "Clustering": _clustering}
+             "Clustering": _clustering, "Summarization": _summarization}
