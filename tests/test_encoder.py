@@ -109,6 +109,34 @@ def test_training_forward_matches_encode_and_has_gradients(encoder):
     assert torch.equal(ref_form["embed_mask"], pair_form["embed_mask"])
 
 
+
+def test_training_forward_runs_mixed_lengths_trimmed_with_the_vectors_and_gradients_of_one_padded_pass(
+        encoder, monkeypatch):
+    """A batch of short and long rows (as sentence-transformers pads a query, positive and negative column
+    together) runs as length-sorted groups each trimmed to its own longest row: fewer positions, the same
+    vectors in the same order, the same gradients."""
+    from l2v_core.packing import padded_batch
+
+    texts = [("word " * n).strip() for n in (3, 40, 5, 38, 2, 41, 4, 39)]
+    features = encoder.tokenize(texts)
+    widths = []
+    real_forward = encoder.model.forward
+
+    def counting_forward(*args, **kwargs):
+        widths.append(tuple(kwargs["input_ids"].shape))
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(encoder.model, "forward", counting_forward)
+    weight = encoder.model.get_input_embeddings().weight
+    grouped = encoder.forward(features)
+    (grad_grouped,) = torch.autograd.grad(grouped.square().sum(), weight)
+    assert len(widths) > 1 and sum(r * w for r, w in widths) < features["input_ids"].numel()
+    one_pass = encoder._pooled(padded_batch(features["input_ids"], features["attention_mask"],
+                                            features["embed_mask"]))
+    (grad_one_pass,) = torch.autograd.grad(one_pass.square().sum(), weight)
+    assert torch.allclose(grouped, one_pass, atol=1e-5)
+    assert torch.allclose(grad_grouped, grad_one_pass, atol=1e-5)
+
 def test_save_and_load_round_trip(encoder, tmp_path):
     encoder.pooling_mode = "weighted_mean"
     try:
