@@ -10,7 +10,7 @@ verdict across all of them under 5%. See :mod:`l2v_eval.statistics` for the proc
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -134,20 +134,26 @@ def _table(tasks: list[str], results, run_a, run_b, resamples: int, seed: int) -
 
 
 def mean_interval(results_dir: str | os.PathLike, model: str, tasks: Sequence[str] | None = None,
-                  resamples: int = 1000, seed: int = 0) -> Interval:
+                  resamples: int = 1000, seed: int = 0, types: Mapping[str, str] | None = None) -> Interval:
     """The bootstrap interval of one model's mean over ``tasks`` (default: all it finished), resampling
-    within every task; the estimate is the mean of mteb's main scores."""
+    within every task; the estimate is the mean of mteb's main scores. With ``types`` (task -> task type)
+    the mean is over task types of the mean over each type's tasks, as ``Mean (TaskType)`` is."""
     results_dir = Path(results_dir)
     run = resolve_model(_runs(load_results(results_dir)), model, "model")
     tasks = list(tasks) if tasks is not None else list(dict.fromkeys(run["task"]))
     cache = _result_cache(results_dir)
     rng = np.random.default_rng(seed)
-    draws = []
+    draws, scores = [], []
     for task in tasks:
         parts = _units(results_dir, cache, run, task)
         draws.append(_joint_metric(parts)(resample_indices([p.n_units for p in parts], resamples, rng)))
-    estimate = float(np.mean([run.loc[run["task"] == t, "value"].mean() for t in tasks]))
-    low, high = percentile_interval(np.mean(draws, axis=0), estimate)
+        scores.append(run.loc[run["task"] == task, "value"].mean())
+    weights = np.full(len(tasks), 1 / len(tasks))
+    if types is not None:  # each type weighs the same, its tasks share its weight
+        per_type = pd.Series([types[t] for t in tasks]).value_counts()
+        weights = np.array([1 / (len(per_type) * per_type[types[t]]) for t in tasks])
+    estimate = float(np.dot(weights, scores))
+    low, high = percentile_interval(weights @ np.asarray(draws, float), estimate)
     return Interval(estimate, low, high, resamples, seed)
 
 

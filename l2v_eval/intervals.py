@@ -76,25 +76,33 @@ def half_widths(frame: pd.DataFrame, scale: float = 100.0) -> pd.DataFrame:
 def with_half_widths(board: pd.DataFrame, frame: pd.DataFrame, suite_dir: Path, scale: float = 100.0,
                      resamples: int = CI_RESAMPLES, seed: int = CI_SEED) -> pd.DataFrame:
     """The leaderboard plus ``<task> ±`` (half the width of each task score's interval, from the table) and
-    ``Mean (Task) ±`` (from resampling within every task; models whose predictions were not kept, such as
-    shipped baselines, get none), on the board's scale."""
+    ``Mean (Task) ±``, ``Mean (TaskType) ±`` and ``<task type> ±`` (from resampling within every task; models whose predictions
+    were not kept, such as shipped baselines, get none), on the board's scale."""
     from .comparison import mean_interval
-    from .leaderboard import MEAN_TASK, main_scores
+    from .leaderboard import MEAN_TASK, MEAN_TYPE, main_scores
 
-    tasks = [c for c in board.columns if c in set(main_scores(frame)["task"])]
+    mains = main_scores(frame)
+    tasks = [c for c in board.columns if c in set(mains["task"])]
+    types = dict(zip(mains["task"], mains["task_type"]))
     out = board.copy()
     matrix = half_widths(frame, scale)
     for task in tasks:
         column = matrix[task] if task in matrix else pd.Series(dtype=float)
         out[task + HALF_WIDTH] = out["label"].map(column).astype(float)
-    means = []
-    for label, complete in zip(out["label"], out["complete"]):
-        try:
-            interval = mean_interval(suite_dir, label, tasks, resamples, seed) if complete else None
-        except (ValueError, FileNotFoundError) as err:  # no kept predictions for this model
-            logger.info("%s: no interval of the mean (%s)", label, err)
-            interval = None
-        means.append((interval.high - interval.low) / 2 * scale if interval is not None else float("nan"))
-    out[MEAN_TASK + HALF_WIDTH] = means
+    for column, of_types in ((MEAN_TASK, None), (MEAN_TYPE, types)):
+        halves = []
+        for label, complete in zip(out["label"], out["complete"]):
+            try:
+                interval = mean_interval(suite_dir, label, tasks, resamples, seed, of_types) if complete else None
+            except (ValueError, FileNotFoundError) as err:  # no kept predictions for this model
+                logger.info("%s: no interval of the %s (%s)", label, column, err)
+                interval = None
+            halves.append((interval.high - interval.low) / 2 * scale if interval is not None else float("nan"))
+        out[column + HALF_WIDTH] = halves
+    type_half = type_half_widths(suite_dir, types, out["label"], scale, resamples, seed)
+    for task_type in board.attrs.get("type_columns", []):
+        known = type_half is not None and task_type in type_half.index
+        column = type_half.loc[task_type] if known else pd.Series(dtype=float)
+        out[task_type + HALF_WIDTH] = out["label"].map(column).astype(float)
     out.attrs = dict(board.attrs)
     return out

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .intervals import with_half_widths
+from .intervals import HALF_WIDTH, with_half_widths
 from .results import CSV_NAME, KEY, MODEL_KEY, OK, PARQUET_NAME, load_results
 from .statistics import borda_rank
 
@@ -195,9 +195,11 @@ def format_leaderboard(board: pd.DataFrame, scale: float = 100.0, model_meta: bo
     """The leaderboard as printed: models, coverage and averages (per-task scores are in the CSV); with
     ``model_meta``, the models' parameters, embedding size, token limit and weight memory too."""
     facts = [c for c in ("n_parameters", "embed_dim", "max_tokens", "memory_mb") if model_meta and c in board]
-    spread = [c for c in (MEAN_TASK + " ±",) if c in board]  # half-width of the mean's 95% interval
-    columns = ["label", *facts, "n_tasks", "borda_rank", MEAN_TASK, *spread, MEAN_TYPE,
-               *board.attrs.get("type_columns", [])]
+    def with_spread(column: str) -> list[str]:  # a score, then the half-width of its 95% interval if known
+        return [column, *([column + HALF_WIDTH] if column + HALF_WIDTH in board else [])]
+
+    columns = ["label", *facts, "n_tasks", "borda_rank", *with_spread(MEAN_TASK), *with_spread(MEAN_TYPE),
+               *[c for ty in board.attrs.get("type_columns", []) for c in with_spread(ty)]]
     shown = board[columns].rename(columns={"n_tasks": "tasks"}).set_index("label")
     shown.index.name = None
     digits = 2 if scale >= 10 else 4

@@ -202,6 +202,27 @@ def test_leaderboard_shows_half_widths_of_task_scores_and_of_the_mean(mini_run, 
     assert 0 < spread < max(board.loc[TINY, f"{task} ±"] for task in MINI_TASK_NAMES)
     assert board.loc[TINY, "borda_rank"] == 1
     assert "Mean (Task) ±" in printed and f"{spread:.2f}" in printed
+    # l2v-mini has one task per type: each type's interval is its task's, and the two means coincide
+    assert board.loc[TINY, "Mean (TaskType) ±"] == pytest.approx(spread, abs=0.006)
+    for task in MINI_TASK_NAMES:
+        assert board.loc[TINY, f"{mains.loc[task, 'task_type']} ±"] == pytest.approx(board.loc[TINY, f"{task} ±"],
+                                                                                      abs=0.02)
+    assert "Mean (TaskType) ±" in printed
+
+
+def test_the_interval_of_the_mean_over_task_types_weighs_every_type_alike(mini_run):
+    from l2v_eval.comparison import mean_interval
+
+    mains = load_results(mini_run)
+    mains = mains[mains["is_main_score"] & (mains["experiment"] == "")].set_index("task")
+    tasks = sorted(MINI_TASK_NAMES)
+    types = {task: ("paired" if i < 3 else task) for i, task in enumerate(tasks)}  # three tasks share one type
+    by_task = mean_interval(mini_run, TINY, tasks, resamples=400, seed=3)
+    by_type = mean_interval(mini_run, TINY, tasks, resamples=400, seed=3, types=types)
+    value = mains.loc[tasks, "value"]
+    assert by_task.estimate == pytest.approx(value.mean())
+    assert by_type.estimate == pytest.approx((value.iloc[:3].mean() + value.iloc[3] + value.iloc[4]) / 3)
+    assert by_type.low < by_type.estimate < by_type.high and by_task.low < by_task.estimate < by_task.high
 
 
 def test_report_bar_charts_carry_the_intervals_as_error_bars(mini_run, tmp_path, monkeypatch):
