@@ -38,6 +38,17 @@ def mean(per_unit: Sequence[float], decimals: int | None = None):
     return metric
 
 
+def ratio(numerators: Sequence[float], denominators: Sequence[float]):
+    """Metrics pooled over units before dividing (token accuracy: correct / tokens; span F1:
+    2 x correct / (predicted + gold spans)): the drawn units' sums divided, 0 where nothing was drawn."""
+    num, den = np.asarray(numerators, dtype=float), np.asarray(denominators, dtype=float)
+
+    def metric(index: np.ndarray) -> np.ndarray:
+        top, bottom = num[index].sum(axis=1), den[index].sum(axis=1)
+        return np.divide(top, bottom, out=np.zeros_like(top), where=bottom > 0)
+    return metric
+
+
 def _row_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     x = x - x.mean(axis=1, keepdims=True)
     y = y - y.mean(axis=1, keepdims=True)

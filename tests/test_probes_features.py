@@ -161,7 +161,11 @@ def test_run_probe_task_rows_and_cache_reuse(encoder, tmp_path):
         assert sorted(r["layer"] for r in rows) == [0, 1, 2]
         for row in rows:
             assert set(row) == {"model", "model_revision", "task", "task_type", "split", "subset", "languages",
-                                "metric", "value", "is_main_score", "n_samples", "eval_seconds", "layer"}
+                                "metric", "value", "is_main_score", "n_samples", "eval_seconds", "layer",
+                                "ci_low", "ci_high", "ci_resamples", "ci_seed"}
+            # a bootstrap over the test sentences; 172 words in a few sentences leave it wide
+            assert row["ci_low"] < row["value"] < row["ci_high"] and row["ci_high"] - row["ci_low"] > 0.02
+            assert (row["ci_resamples"], row["ci_seed"]) == (1000, 0)
             assert (row["model"], row["model_revision"], row["task"], row["task_type"]) == \
                 ("tiny-llama", "r1", "probe-pos", "WordProbe")
             assert (row["split"], row["subset"], row["languages"], row["metric"]) == \
@@ -181,6 +185,7 @@ def test_run_probe_task_rows_and_cache_reuse(encoder, tmp_path):
         assert counter.calls == 0
         assert [(r["layer"], r["metric"], r["is_main_score"]) for r in ner] == [(k, "f1", True) for k in range(3)]
         assert [(r["metric"], r["is_main_score"]) for r in chunk] == [("f1", True), ("accuracy", False)]
+        assert "ci_low" in chunk[0] and "ci_low" not in chunk[1]  # the main score's interval only
         again = run_probe_task("probe-pos", **common)
         assert counter.calls == 0
         untimed = lambda rs: [{k: v for k, v in r.items() if k != "eval_seconds"} for r in rs]  # noqa: E731

@@ -98,3 +98,24 @@ def test_probe_input_validation():
         train_linear_probe(np.full_like(x, np.nan), y, x, y, 5, device="cpu")
     with pytest.raises(ValueError, match="patience must be a positive integer"):
         ProbeConfig(patience=0)
+
+
+def test_probe_intervals_pool_tokens_and_spans_over_resampled_sentences():
+    """The interval's unit metric on all sentences is the probe's own score (token accuracy, span F1), and a
+    resample that draws one sentence twice counts its tokens and spans twice."""
+    from l2v_eval.probes.tasks import _interval, _score
+    from l2v_eval import unit_metrics as um
+
+    gold = [["B-PER", "I-PER", "O"], ["O", "B-LOC"], ["B-ORG", "O", "O", "B-PER"]]
+    predicted = [["B-PER", "I-PER", "O"], ["O", "O"], ["B-ORG", "O", "B-LOC", "B-PER"]]
+    for metric in ("accuracy", "f1"):
+        row = _interval(metric, gold, predicted)
+        assert row["ci_low"] <= _score(metric, gold, predicted) <= row["ci_high"]
+    accuracy = um.ratio([3, 1, 3], [3, 2, 4])
+    index = np.array([[0, 1, 2], [1, 1, 2]])
+    assert accuracy(index) == pytest.approx([7 / 9, 5 / 8])
+    assert _score("accuracy", gold, predicted) == pytest.approx(7 / 9)
+    twice = [gold[1], gold[1], gold[2]], [predicted[1], predicted[1], predicted[2]]
+    assert _score("f1", *twice) == pytest.approx(span_f1(*twice)["f1"])
+    spans = um.ratio([0, 0, 4], [1, 1, 5])  # per sentence: 2 x correct, predicted + gold spans
+    assert spans(np.array([[1, 1, 2]]))[0] == pytest.approx(_score("f1", *twice))

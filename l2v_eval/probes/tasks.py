@@ -31,7 +31,9 @@ import numpy as np
 
 from .conll import SPLITS, Sentence, detect_format, file_sha256, find_split_files, iob1_to_iob2, read_conll
 from .features import default_max_length, num_hidden_layers, parse_layers, resolve_model, word_features
-from .linear import ProbeConfig, accuracy, span_f1, train_linear_probe
+from .. import unit_metrics as um
+from ..statistics import bootstrap_interval
+from .linear import ProbeConfig, accuracy, extract_spans, span_f1, train_linear_probe
 
 logger = logging.getLogger(__name__)
 
@@ -109,14 +111,16 @@ class ProbeTask:
         rows = []
         for layer in wanted:
             start = time.perf_counter()
-            scores, best_epoch = _probe_layer(self, layer, splits, features, labels, probe_config, seed, device)
+            scores, best_epoch, predicted = _probe_layer(self, layer, splits, features, labels, probe_config, seed,
+                                                         device)
+            interval = _interval(self.main_metric, labels.gold["test"], predicted)
             seconds = time.perf_counter() - start + extraction_seconds / len(wanted)
             logger.info("%s layer %d: %s (best epoch %d)", self.name, layer, scores, best_epoch)
             common = {"model": model_name, "model_revision": model_revision, "task": self.name,
                       "task_type": self.metadata.type, "split": "test", "subset": "default", "languages": languages,
                       "n_samples": int(len(labels.y["test"])), "eval_seconds": seconds, "layer": int(layer)}
-            rows.extend({**common, "metric": metric, "value": float(value), "is_main_score": metric == self.main_metric}
-                        for metric, value in scores.items())
+            rows.extend({**common, "metric": metric, "value": float(value), "is_main_score": metric == self.main_metric,
+                         **(interval if metric == self.main_metric else {})} for metric, value in scores.items())
         return rows
 
 
@@ -236,6 +240,22 @@ def _score(metric: str, gold: list[list[str]], predicted: list[list[str]]) -> fl
     return span_f1(gold, predicted, scheme="IOB2")["f1"]
 
 
+def _interval(metric: str, gold: list[list[str]], predicted: list[list[str]]) -> dict[str, float | int]:
+    """The 95% bootstrap interval of a probe's test score over its test sentences (the units the probe's
+    test set samples): token accuracy pools correct tokens over the drawn sentences, span F1 pools spans
+    (2 x correct / (predicted + gold)), so the score on all sentences is :func:`_score`'s."""
+    from ..intervals import CI_RESAMPLES, CI_SEED
+
+    if metric == "accuracy":
+        unit_metric = um.ratio([sum(g == p for g, p in zip(gs, ps)) for gs, ps in zip(gold, predicted)],
+                               [len(gs) for gs in gold])
+    else:
+        spans = [(extract_spans(gs, "IOB2"), extract_spans(ps, "IOB2")) for gs, ps in zip(gold, predicted)]
+        unit_metric = um.ratio([2 * len(g & p) for g, p in spans], [len(g) + len(p) for g, p in spans])
+    interval = bootstrap_interval(unit_metric, len(gold), resamples=CI_RESAMPLES, seed=CI_SEED)
+    return {"ci_low": interval.low, "ci_high": interval.high, "ci_resamples": CI_RESAMPLES, "ci_seed": CI_SEED}
+
+
 def _regroup(flat: Sequence[str], like: list[list[str]]) -> list[list[str]]:
     out, start = [], 0
     for sentence in like:
@@ -288,8 +308,9 @@ class _Labels:
 
 
 def _probe_layer(task: ProbeTask, layer: int, splits: dict[str, SplitData], features: dict, labels: _Labels,
-                 probe_config: ProbeConfig | None, seed: int, device) -> tuple[dict[str, float], int]:
-    """Train one layer's probe (early stopping on dev's main metric); its test scores and best epoch."""
+                 probe_config: ProbeConfig | None, seed: int, device) -> tuple[dict[str, float], int, list]:
+    """Train one layer's probe (early stopping on dev's main metric); its test scores, best epoch and test
+    predictions (tags per sentence)."""
     by_file = {path: feats.layer(layer) for path, feats in features.items()}
     x = {split: by_file[splits[split].file][splits[split].word_rows] for split in labels.gold}
 
@@ -299,4 +320,5 @@ def _probe_layer(task: ProbeTask, layer: int, splits: dict[str, SplitData], feat
     probe = train_linear_probe(x["train"], labels.y["train"], x["dev"], labels.y["dev"], len(labels.names),
                                dev_score=dev_score, config=probe_config, seed=seed, device=device)
     predicted = labels.regrouped(probe.predict(x["test"]), "test")
-    return {metric: _score(metric, labels.gold["test"], predicted) for metric in task.metrics}, probe.best_epoch
+    scores = {metric: _score(metric, labels.gold["test"], predicted) for metric in task.metrics}
+    return scores, probe.best_epoch, predicted
