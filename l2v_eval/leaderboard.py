@@ -195,8 +195,9 @@ def format_leaderboard(board: pd.DataFrame, scale: float = 100.0, model_meta: bo
     """The leaderboard as printed: models, coverage and averages (per-task scores are in the CSV); with
     ``model_meta``, the models' parameters, embedding size, token limit and weight memory too."""
     facts = [c for c in ("n_parameters", "embed_dim", "max_tokens", "memory_mb") if model_meta and c in board]
-    def with_spread(column: str) -> list[str]:  # a score, then the half-width of its 95% interval if known
-        return [column, *([column + HALF_WIDTH] if column + HALF_WIDTH in board else [])]
+    def with_spread(column: str) -> list[str]:  # a score, then the half-width of its 95% interval where known
+        spread = column + HALF_WIDTH
+        return [column, *([spread] if spread in board and board[spread].notna().any() else [])]
 
     columns = ["label", *facts, "n_tasks", "borda_rank", *with_spread(MEAN_TASK), *with_spread(MEAN_TYPE),
                *[c for ty in board.attrs.get("type_columns", []) for c in with_spread(ty)]]

@@ -92,8 +92,9 @@ def test_leaderboard_task_set_and_cli(results, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"Wrote {out}" in printed
     row = next(line for line in printed.splitlines() if line.startswith("org/a "))
-    # tasks, rank, mean, its half-width (none: no predictions kept), type means
-    assert row.split() == ["org/a", "4", "1", "62.50", "-", "63.33", "90.00", "40.00", "60.00"]
+    # tasks, rank, mean, type means; no half-width columns printed: no predictions kept, no interval known
+    assert row.split() == ["org/a", "4", "1", "62.50", "63.33", "90.00", "40.00", "60.00"]
+    assert " ±" not in printed and "Mean (Task) ±" in pd.read_csv(out).columns  # the CSV keeps the column
     assert pd.isna(csv.loc["org/b", MEAN_TASK]) and not csv.loc["org/b", "complete"]
 
     empty = tmp_path / "empty"
