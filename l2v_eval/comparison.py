@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -133,28 +134,65 @@ def _table(tasks: list[str], results, run_a, run_b, resamples: int, seed: int) -
     return frame[list(COMPARE_COLUMNS)]
 
 
-def mean_interval(results_dir: str | os.PathLike, model: str, tasks: Sequence[str] | None = None,
-                  resamples: int = 1000, seed: int = 0, types: Mapping[str, str] | None = None) -> Interval:
-    """The bootstrap interval of one model's mean over ``tasks`` (default: all it finished), resampling
-    within every task; the estimate is the mean of mteb's main scores. With ``types`` (task -> task type)
-    the mean is over task types of the mean over each type's tasks, as ``Mean (TaskType)`` is."""
+@dataclass(frozen=True)
+class ModelUnits:
+    """One model's main score and test units per task, read once: the interval of any mean over its tasks
+    is drawn from them without reading the results or the predictions again."""
+
+    tasks: list[str]  # the tasks asked for, in order
+    scores: dict[str, float]  # the finished ones' main scores (mteb's)
+    units: dict[str, list[TaskUnits]]  # per task, its units per split and subset; absent: none readable
+    missing: dict[str, str]  # task -> why it has no units
+
+    def mean_interval(self, tasks: Sequence[str], types: Mapping[str, str] | None = None, resamples: int = 1000,
+                      seed: int = 0) -> Interval:
+        """The bootstrap interval of the mean over ``tasks``, resampling within every task (drawn in
+        ``tasks``' order from one generator seeded with ``seed``); the estimate is the mean of mteb's main
+        scores. With ``types`` (task -> task type) the mean is over task types of the mean over each type's
+        tasks, as ``Mean (TaskType)`` is."""
+        lacking = [t for t in tasks if t not in self.units]
+        if lacking:
+            raise PredictionsError("; ".join(f"{t}: {self.missing[t]}" for t in lacking))
+        rng = np.random.default_rng(seed)
+        draws = [_joint_metric(self.units[t])(resample_indices([p.n_units for p in self.units[t]], resamples, rng))
+                 for t in tasks]
+        weights = np.full(len(tasks), 1 / len(tasks))
+        if types is not None:  # each type weighs the same, its tasks share its weight
+            per_type = pd.Series([types[t] for t in tasks]).value_counts()
+            weights = np.array([1 / (len(per_type) * per_type[types[t]]) for t in tasks])
+        estimate = float(np.dot(weights, [self.scores[t] for t in tasks]))
+        low, high = percentile_interval(weights @ np.asarray(draws, float), estimate)
+        return Interval(estimate, low, high, resamples, seed)
+
+
+def model_units(results_dir: str | os.PathLike, model: str, tasks: Sequence[str] | None = None,
+                table: pd.DataFrame | None = None) -> ModelUnits:
+    """One model's :class:`ModelUnits` over ``tasks`` (default: all it finished); ``table``: the folder's
+    results when already loaded."""
     results_dir = Path(results_dir)
-    run = resolve_model(_runs(load_results(results_dir)), model, "model")
+    run = resolve_model(_runs(table if table is not None else load_results(results_dir)), model, "model")
     tasks = list(tasks) if tasks is not None else list(dict.fromkeys(run["task"]))
     cache = _result_cache(results_dir)
-    rng = np.random.default_rng(seed)
-    draws, scores = [], []
+    scores, units, missing = {}, {}, {}
     for task in tasks:
-        parts = _units(results_dir, cache, run, task)
-        draws.append(_joint_metric(parts)(resample_indices([p.n_units for p in parts], resamples, rng)))
-        scores.append(run.loc[run["task"] == task, "value"].mean())
-    weights = np.full(len(tasks), 1 / len(tasks))
-    if types is not None:  # each type weighs the same, its tasks share its weight
-        per_type = pd.Series([types[t] for t in tasks]).value_counts()
-        weights = np.array([1 / (len(per_type) * per_type[types[t]]) for t in tasks])
-    estimate = float(np.dot(weights, scores))
-    low, high = percentile_interval(weights @ np.asarray(draws, float), estimate)
-    return Interval(estimate, low, high, resamples, seed)
+        rows = run[run["task"] == task]
+        if rows.empty:
+            missing[task] = "not finished"
+            continue
+        scores[task] = float(rows["value"].mean())
+        try:
+            units[task] = _units(results_dir, cache, run, task)
+        except (PredictionsError, FileNotFoundError) as err:  # no kept predictions for this task
+            missing[task] = str(err)
+    return ModelUnits(tasks, scores, units, missing)
+
+
+def mean_interval(results_dir: str | os.PathLike, model: str, tasks: Sequence[str] | None = None,
+                  resamples: int = 1000, seed: int = 0, types: Mapping[str, str] | None = None) -> Interval:
+    """The bootstrap interval of one model's mean over ``tasks`` (default: all it finished); see
+    :meth:`ModelUnits.mean_interval`."""
+    read = model_units(results_dir, model, tasks)
+    return read.mean_interval(read.tasks, types, resamples, seed)
 
 
 def tied_with_best(results_dir: str | os.PathLike, resamples: int = 1000, seed: int = 0) -> dict[str, list[str]]:

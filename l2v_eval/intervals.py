@@ -39,25 +39,45 @@ def with_intervals(rows: list[Mapping[str, Any]], folder: Path, resamples: int =
     return out
 
 
+def mean_half_widths(suite_dir: Path, labels, tasks: list[str], types: Mapping[str, str], scale: float = 100.0,
+                     resamples: int = CI_RESAMPLES, seed: int = CI_SEED) -> pd.DataFrame:
+    """label x column: half the width of the interval of each model's ``Mean (Task)``, ``Mean (TaskType)`` and
+    mean over each task type's tasks (resampling within every task), on ``scale``. The results and each
+    model's predictions are read once for all of them. NaN where a model lacks kept predictions for a mean's
+    tasks (shipped baselines keep none)."""
+    from .comparison import model_units
+    from .leaderboard import MEAN_TASK, MEAN_TYPE
+    from .results import load_results
+
+    means = {MEAN_TASK: (tasks, None), MEAN_TYPE: (tasks, types)}
+    for task_type in sorted({types[t] for t in tasks}):
+        means[task_type] = ([t for t in tasks if types[t] == task_type], None)
+    table, rows = load_results(suite_dir), {}
+    for label in labels:
+        try:
+            read = model_units(suite_dir, label, tasks, table=table)
+        except ValueError as err:  # not in the folder's own results (a shipped baseline), or no predictions kept
+            logger.info("%s: no intervals of its means (%s)", label, err)
+            continue
+        rows[label] = {}
+        for column, (of_tasks, weights) in means.items():
+            try:
+                interval = read.mean_interval(of_tasks, weights, resamples, seed)
+            except PredictionsError as err:
+                logger.info("%s: no interval of the %s (%s)", label, column, err)
+                continue
+            rows[label][column] = (interval.high - interval.low) / 2 * scale
+    return pd.DataFrame.from_dict(rows, orient="index").reindex(index=list(labels), columns=list(means))
+
+
 def type_half_widths(suite_dir: Path | None, types: Mapping[str, str], labels, scale: float = 100.0,
                      resamples: int = CI_RESAMPLES, seed: int = CI_SEED) -> pd.DataFrame | None:
     """task type x label: half the width of the interval of each model's mean over the type's tasks (resampling
-    within every task), on ``scale``; left out for models without kept predictions or without every task."""
-    from .comparison import mean_interval
-
+    within every task), on ``scale``; NaN for models without kept predictions for every task of the type."""
     if suite_dir is None:
         return None
-    half: dict[str, dict[str, float]] = {}
-    for label in labels:
-        for task_type in sorted(set(types.values())):
-            tasks = [task for task, of_type in types.items() if of_type == task_type]
-            try:
-                interval = mean_interval(suite_dir, label, tasks, resamples, seed)
-            except (ValueError, FileNotFoundError, KeyError) as err:  # no kept predictions for these tasks
-                logger.info("%s, %s: no interval of the type mean (%s)", label, task_type, err)
-                continue
-            half.setdefault(label, {})[task_type] = (interval.high - interval.low) / 2 * scale
-    return pd.DataFrame(half)
+    task_types = sorted(set(types.values()))
+    return mean_half_widths(suite_dir, labels, list(types), types, scale, resamples, seed)[task_types].T
 
 
 HALF_WIDTH = " ±"  # suffix of a leaderboard column holding the half-width of the column it names
@@ -76,9 +96,8 @@ def half_widths(frame: pd.DataFrame, scale: float = 100.0) -> pd.DataFrame:
 def with_half_widths(board: pd.DataFrame, frame: pd.DataFrame, suite_dir: Path, scale: float = 100.0,
                      resamples: int = CI_RESAMPLES, seed: int = CI_SEED) -> pd.DataFrame:
     """The leaderboard plus ``<task> ±`` (half the width of each task score's interval, from the table) and
-    ``Mean (Task) ±``, ``Mean (TaskType) ±`` and ``<task type> ±`` (from resampling within every task; models whose predictions
-    were not kept, such as shipped baselines, get none), on the board's scale."""
-    from .comparison import mean_interval
+    ``Mean (Task) ±``, ``Mean (TaskType) ±`` and ``<task type> ±`` (:func:`mean_half_widths`), on the board's
+    scale."""
     from .leaderboard import MEAN_TASK, MEAN_TYPE, main_scores
 
     mains = main_scores(frame)
@@ -89,20 +108,9 @@ def with_half_widths(board: pd.DataFrame, frame: pd.DataFrame, suite_dir: Path, 
     for task in tasks:
         column = matrix[task] if task in matrix else pd.Series(dtype=float)
         out[task + HALF_WIDTH] = out["label"].map(column).astype(float)
-    for column, of_types in ((MEAN_TASK, None), (MEAN_TYPE, types)):
-        halves = []
-        for label, complete in zip(out["label"], out["complete"]):
-            try:
-                interval = mean_interval(suite_dir, label, tasks, resamples, seed, of_types) if complete else None
-            except (ValueError, FileNotFoundError) as err:  # no kept predictions for this model
-                logger.info("%s: no interval of the %s (%s)", label, column, err)
-                interval = None
-            halves.append((interval.high - interval.low) / 2 * scale if interval is not None else float("nan"))
-        out[column + HALF_WIDTH] = halves
-    type_half = type_half_widths(suite_dir, types, out["label"], scale, resamples, seed)
-    for task_type in board.attrs.get("type_columns", []):
-        known = type_half is not None and task_type in type_half.index
-        column = type_half.loc[task_type] if known else pd.Series(dtype=float)
-        out[task_type + HALF_WIDTH] = out["label"].map(column).astype(float)
+    means = mean_half_widths(suite_dir, out["label"], tasks, types, scale, resamples, seed).reindex(
+        columns=[MEAN_TASK, MEAN_TYPE, *board.attrs.get("type_columns", [])])  # types no model finished: NaN
+    for column in means.columns:
+        out[column + HALF_WIDTH] = out["label"].map(means[column]).astype(float)
     out.attrs = dict(board.attrs)
     return out
