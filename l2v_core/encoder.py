@@ -329,10 +329,8 @@ class LLM2Vec(torch.nn.Module):
             rows, width = torch.tensor(group.indices, device=device), max(group.lengths)
             vectors.append(self._pooled(padded_batch(input_ids[rows, -width:], attention[rows, -width:],
                                                      pool_from[rows, -width:])))
-        back = torch.empty(len(order), dtype=torch.long, device=device)
-        back[torch.tensor([i for group in groups for i in group.indices], device=device)] = torch.arange(
-            len(order), device=device)
-        return torch.cat(vectors)[back]
+        ran = torch.tensor([i for group in groups for i in group.indices], device=device)  # row of each vector
+        return torch.cat(vectors)[ran.argsort()]
 
     # ------------------------------------------------------------------ saving
     def encoder_config(self) -> dict:

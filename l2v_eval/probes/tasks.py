@@ -32,6 +32,7 @@ import numpy as np
 from .conll import SPLITS, Sentence, detect_format, file_sha256, find_split_files, iob1_to_iob2, read_conll
 from .features import default_max_length, num_hidden_layers, parse_layers, resolve_model, word_features
 from .. import unit_metrics as um
+from ..intervals import CI_RESAMPLES, CI_SEED
 from ..statistics import bootstrap_interval
 from .linear import ProbeConfig, accuracy, extract_spans, span_f1, train_linear_probe
 
@@ -244,8 +245,6 @@ def _interval(metric: str, gold: list[list[str]], predicted: list[list[str]]) ->
     """The 95% bootstrap interval of a probe's test score over its test sentences (the units the probe's
     test set samples): token accuracy pools correct tokens over the drawn sentences, span F1 pools spans
     (2 x correct / (predicted + gold)), so the score on all sentences is :func:`_score`'s."""
-    from ..intervals import CI_RESAMPLES, CI_SEED
-
     if metric == "accuracy":
         unit_metric = um.ratio([sum(g == p for g, p in zip(gs, ps)) for gs, ps in zip(gold, predicted)],
                                [len(gs) for gs in gold])
