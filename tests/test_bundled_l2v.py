@@ -32,6 +32,19 @@ def test_the_recipe_is_a_valid_config_on_the_suites_training_split(tmp_path):
     assert "l2v_eval" not in RECIPE.read_text()  # the core's files name no path inside the evaluation package
 
 
+@pytest.mark.parametrize("stage, name, data", [("mntp", "bundled-l2v-mntp", "unlabeled.txt.gz"),
+                                               ("simcse", "bundled-l2v-simcse", "unlabeled.txt.gz"),
+                                               ("supervised", "bundled-l2v", "pairs.jsonl.gz")])
+def test_every_stage_of_the_ablation_has_a_valid_recipe_on_the_training_split(stage, name, data, tmp_path):
+    """benchmarks/ablation.sh chains these three recipes; each must load for its stage, on the bundled model,
+    reading the suite's training split (never a test file)."""
+    recipe = RECIPE.with_name(f"{name}.json")
+    config = load_config(stage, str(recipe), {"output_dir": str(tmp_path / "run")}, data_roots=suite_data_roots())
+    assert config.base_model == "bundled"
+    assert Path(config.train_file).resolve() == (TRAIN_DIR / data).resolve()
+    assert "l2v_eval" not in recipe.read_text()
+
+
 def test_a_named_data_folder_unknown_to_the_caller_is_one_clear_error(tmp_path):
     with pytest.raises(ConfigError, match=r"`train_file` 'l2v-real:train/pairs.jsonl.gz' names the data folder "
                                           r"'l2v-real', which is not known here"):
