@@ -15,7 +15,8 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
-from l2v_eval.leaderboard import MEAN_TASK, write_leaderboard
+from l2v_eval.leaderboard import MEAN_TASK, build_leaderboard, write_leaderboard
+from l2v_eval.results import load_results
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file backend)
@@ -36,12 +37,16 @@ PREFIX = "l2v-ablation/"
 
 
 def scores(results_dir: Path) -> pd.DataFrame:
-    """One row per chain: the five task-type scores, the mean and its interval half-width (x100)."""
-    board = pd.read_csv(write_leaderboard(results_dir, results_dir / "leaderboard.csv", baselines=False))
-    board["chain"] = board["model"].str.removeprefix(PREFIX)
+    """One row per chain: the five task-type scores and the mean (x100, unrounded), and the mean's interval
+    half-width from the leaderboard CSV l2v writes."""
+    board = build_leaderboard(load_results(results_dir)).set_index("model")
+    csv = pd.read_csv(write_leaderboard(results_dir, results_dir / "leaderboard.csv", baselines=False))
     half = f"{MEAN_TASK} ±"
-    columns = ["chain", *TYPES, MEAN_TASK, *([half] if half in board else [])]
-    return board[columns].rename(columns={MEAN_TASK: "mean", half: "mean ±"}).set_index("chain")
+    table = board[[*TYPES, MEAN_TASK]].rename(columns={MEAN_TASK: "mean"})
+    if half in csv:
+        table["mean ±"] = csv.set_index("model")[half].reindex(table.index)
+    table.index = table.index.str.removeprefix(PREFIX)
+    return table
 
 
 def stage_costs(out: Path) -> pd.DataFrame:
@@ -106,9 +111,11 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
         ax.set_yticks(range(len(chains)), chains)
         ax.invert_yaxis()
         ax.grid(axis="x", alpha=0.3)
-    axes.flat[-1].legend(loc="lower right")
-    fig.suptitle("The LLM2Vec recipe stage by stage: SmolLM2-135M on l2v-real (x100, 512 tokens)")
-    fig.tight_layout()
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2)
+    fig.suptitle("The LLM2Vec recipe stage by stage: SmolLM2-135M on l2v-real (x100, 512 tokens; the mean with its "
+                 "95% interval)")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
