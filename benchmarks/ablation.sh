@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The LLM2Vec recipe stage by stage on the bundled SmolLM2-135M (the paper's ablation at small scale):
 # every chain of the README's ablation table trained with the recipes in l2v_core/training/recipes/ and scored on
-# l2v-real's test splits at 512 tokens, with l2v-eval's instructions and with none.
+# l2v-real's test splits at 512 tokens, with l2v-eval's instructions and with none. Training and scoring run in l2v's
+# default dtype (auto: bf16 on a CPU with bf16 units, else fp32); the results record which.
 #
 #   bash benchmarks/ablation.sh [OUT]        # OUT defaults to runs/ablation; a re-run skips what finished
 #   python benchmarks/ablation_table.py OUT  # the table (markdown + CSV) and its plot under reports/ablation/
@@ -38,24 +39,25 @@ evaluate() {
     shift
     for instructions in default none; do
         echo "== eval $name, instructions $instructions ($(date +%T))"
-        l2v-eval --tasks l2v-real --dtype float32 --no-baselines --no-progress --instructions "$instructions" \
+        l2v-eval --tasks l2v-real --no-baselines --no-progress --instructions "$instructions" \
             --output "$OUT/results-$instructions" --embedding-cache "$OUT/embedding-cache" \
             --name "l2v-ablation/$name" "$@" | tail -3
     done
 }
 
-# The full chain first, then the rows that isolate each stage; each chain is scored as soon as it is trained. The
-# contrastive stages score nothing during training here.
+# MNTP first (every chain but one starts from it), the untrained rows, then the chains in the order of the paper's
+# argument (the unsupervised encoder, the full chain) and the rows that isolate each stage; each chain is scored as
+# soon as it is trained. The contrastive stages score nothing during training here.
 no_eval=(--eval_tasks null --eval_steps 0)
 stage mntp mntp "$RECIPES/bundled-l2v-mntp.json"
 evaluate mntp --model "$OUT/mntp/adapter"
+evaluate causal --model bundled --causal
+evaluate bidirectional --model bundled
 stage mntp-simcse simcse "$RECIPES/bundled-l2v-simcse.json" --mntp_adapter "$OUT/mntp/adapter"
 evaluate mntp-simcse --model "$OUT/mntp-simcse/adapter"
 stage mntp-simcse-supervised supervised "$RECIPES/bundled-l2v.json" --base_model "$OUT/mntp-simcse/adapter" \
     "${no_eval[@]}"
 evaluate mntp-simcse-supervised --model "$OUT/mntp-simcse-supervised/adapter"
-evaluate causal --model bundled --causal
-evaluate bidirectional --model bundled
 stage supervised supervised "$RECIPES/bundled-l2v.json" "${no_eval[@]}"
 evaluate supervised --model "$OUT/supervised/adapter"
 stage mntp-supervised supervised "$RECIPES/bundled-l2v.json" --mntp_adapter "$OUT/mntp/adapter" "${no_eval[@]}"

@@ -19,6 +19,7 @@ where; the columns of ``scores.csv``); they are ranked beside the folder's own r
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -308,9 +309,16 @@ def _measured_with(suite: str) -> str:
     return f", measured with the {record.instructions} instructions" if record is not None else ""
 
 
+def run_dtype(experiment: str) -> str:
+    """The dtype a run used, as its experiment name records it: float32, the reference, is recorded as nothing."""
+    found = re.search(r"(?:^|_)dtype_([a-z0-9]+)", experiment or "")
+    return found.group(1) if found else "float32"
+
+
 def comparison_table(ours: pd.DataFrame, baselines: pd.DataFrame, tasks: Sequence[str], suite: str) -> str:
     """A compact table of this run's model (marked ``*``, first) and the suite's shipped baseline
-    models: main score ×100 per task and their mean; empty when there is nothing to compare."""
+    models: main score ×100 per task, their mean and the dtype each row ran in (bf16 and fp32 rows differ by
+    a few tenths); empty when there is nothing to compare."""
     frame = with_baselines(ours, baselines)
     matrix, _ = task_scores(frame)
     columns = [t for t in tasks if t in matrix.columns]
@@ -321,6 +329,7 @@ def comparison_table(ours: pd.DataFrame, baselines: pd.DataFrame, tasks: Sequenc
     mine = set(rows.merge(identity, on=list(MODEL_KEY))["label"]) if not identity.empty else set()
     table = (matrix[columns] * 100).rename(columns=_short_names(columns)).rename_axis(index=None, columns=None)
     table["Mean"] = table.mean(axis=1, skipna=False)
+    table["dtype"] = rows.drop_duplicates("label").set_index("label")["experiment"].map(run_dtype)
     table = table.assign(_mine=[label in mine for label in table.index]).sort_values(
         ["_mine", "Mean"], ascending=[False, False], na_position="last").drop(columns="_mine")
     table.index = [("* " if label in mine else "  ") + label for label in table.index]

@@ -57,13 +57,13 @@ def test_summary_counts_texts_times_the_model_load_and_shows_the_baselines(suite
 
     lines = summary.comparison.splitlines()
     assert "* marks this run" in lines[0] and "l2v_eval/tasks/mini/baselines.csv" in lines[0]
-    assert lines[1].split() == ["L2VMiniSTS", "Mean"]  # the tasks of this run (a whole suite's lose their prefix)
+    assert lines[1].split() == ["L2VMiniSTS", "Mean", "dtype"]  # the tasks of this run (a whole suite's lose their prefix)
     assert lines[2].startswith("* local/tiny-llama-0")
     baselines = {ln.split()[0] for ln in lines[3:]}
     assert baselines == {"sentence-transformers/all-MiniLM-L6-v2", "l2v/smollm2-mntp", "l2v/smollm2-mntp-simcse",
                          "local/SmolLM2-135M-Instruct.Q4_1"}
     mini = next(ln for ln in lines if "all-MiniLM" in ln).split()
-    assert mini[1:] == ["66.9", "66.9"]  # the shipped row: STS ×100 and the mean over the tasks run
+    assert mini[1:] == ["66.9", "66.9", "float32"]  # the shipped row: STS ×100, the mean over the tasks run, dtype
     assert summary.comparison in text
 
 

@@ -94,6 +94,21 @@ def test_comparison_note_names_the_file_and_the_instructions(suite):
     assert "measured with the default instructions" in note
 
 
+def test_comparison_table_shows_the_dtype_of_every_row():
+    record = suites.SUITES["l2v-real"]
+    baselines = record.shipped_baselines()
+    first = baselines["model"].iloc[0]
+    ours = baselines[baselines["model"] == first].assign(experiment="dtype_bfloat16", model="local/mine")
+    names = [t.metadata.name for t in record.tasks()]
+    lines = leaderboard.comparison_table(ours, baselines, tasks=names, suite="l2v-real").splitlines()
+    assert lines[1].split()[-1] == "dtype"
+    assert lines[2].startswith("* local/mine") and lines[2].split()[-1] == "bfloat16"
+    assert len(lines) == 2 + 1 + len(baselines[["model", "experiment"]].drop_duplicates())
+    assert all(line.split()[-1] == "float32" for line in lines[3:])  # the shipped rows are fp32 runs
+    assert leaderboard.run_dtype("attention_causal_dtype_float16") == "float16"
+    assert leaderboard.run_dtype("") == leaderboard.run_dtype("attention_causal") == "float32"
+
+
 def test_report_sections_open_with_the_suites_description(tmp_path):
     from l2v_eval.report import write_report
     from l2v_eval.results import ResultsStore

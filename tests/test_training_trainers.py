@@ -24,7 +24,8 @@ def settings(model, stage, corpus, out, **extra):
     # Linear decay and dropout: the schedule and the random states must both come back on resume.
     return {"base_model": str(model), "train_file": data, "output_dir": str(out), "max_steps": 6, "batch_size": 4,
             "max_length": 24, "learning_rate": 5e-3, "lr_scheduler": "linear", "warmup_steps": 2, "lora_dropout": 0.1,
-            "save_steps": 2, "save_total_limit": 1, "progress_bar": False, "dtype": "float32", **extra}
+            "save_steps": 2, "save_total_limit": 1, "progress_bar": False, "dtype": "float32", "bf16": False,
+            **extra}
 
 
 def adapter(out):
@@ -300,8 +301,7 @@ def test_auto_precision_follows_the_device_s_bf16_units(native, monkeypatch, tmp
 
     monkeypatch.setattr(arguments, "bf16_pays", lambda device: native)
     monkeypatch.setattr("l2v_core.dtypes.bf16_pays", lambda device: native)
-    config = load_config("mntp", None, {"base_model": "m", "train_file": "t.txt", "output_dir": str(tmp_path),
-                                        "bf16": "auto"})
-    assert config.dtype == "auto"
+    config = load_config("mntp", None, {"base_model": "m", "train_file": "t.txt", "output_dir": str(tmp_path)})
+    assert config.dtype == "auto" and config.bf16 == "auto"  # the defaults
     assert arguments.training_arguments(config, "mntp", 1).bf16 is native
     assert modeling.model_kwargs(config)["dtype"] == (torch.bfloat16 if native else torch.float32)

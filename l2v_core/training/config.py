@@ -99,8 +99,8 @@ class TrainConfig:
         LORA_TARGETS, "linear layers that get LoRA (comma list on the command line)")
     dtype: str = setting("auto", f"weights as loaded: {', '.join(DTYPES)} (auto: bfloat16 where the device has "
                                  "bf16 units, else float32)", DTYPES)
-    bf16: bool | str = setting(False, "bf16 autocast (mixed precision): true, false, or auto (true where the device "
-                                      "has bf16 units)")
+    bf16: bool | str = setting("auto", "bf16 autocast (mixed precision): true, false, or auto (true where the "
+                                       "device has bf16 units)")
     gradient_checkpointing: bool = setting(False, "recompute activations in backward to save memory")
     attn_implementation: str | None = setting(
         None, f"attention kernel: {', '.join(ATTENTION)} (null: transformers' default, sdpa)", ATTENTION)
