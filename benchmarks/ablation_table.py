@@ -15,7 +15,7 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
-from l2v_eval.leaderboard import MEAN_TASK, build_leaderboard, write_leaderboard
+from l2v_eval.leaderboard import MEAN_TASK, build_leaderboard, run_dtype, write_leaderboard
 from l2v_eval.results import load_results
 
 matplotlib.use("Agg")
@@ -45,6 +45,9 @@ def scores(results_dir: Path) -> pd.DataFrame:
     table = board[[*TYPES, MEAN_TASK]].rename(columns={MEAN_TASK: "mean"})
     if half in csv:
         table["mean ±"] = csv.set_index("model")[half].reindex(table.index)
+    # The experiment (dtype, instructions, causal attention where the run differs from the plain one) says the
+    # dtype each row was scored in.
+    table["dtype"] = board["experiment"].map(run_dtype)
     table.index = table.index.str.removeprefix(PREFIX)
     return table
 
@@ -81,14 +84,14 @@ def markdown(frame: pd.DataFrame) -> str:
     """Rows with l2v-eval's instructions, with the mean without instructions beside them."""
     ours = frame[frame["instructions"] == "default"].set_index("chain")
     none = frame[frame["instructions"] == "none"].set_index("chain")["mean"]
-    head = ["chain", *TYPES, "mean", "mean, no instructions", "steps", "training (min, 2 cores)"]
+    head = ["chain", *TYPES, "mean", "mean, no instructions", "steps", "training (min, 2 cores)", "dtype"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for chain, row in ours.iterrows():
         mean = f"**{row['mean']:.1f}**" + (f" ± {row['mean ±']:.1f}" if pd.notna(row.get("mean ±")) else "")
         cells = [chain, *(f"{row[t]:.1f}" for t in TYPES), mean,
                  f"{none[chain]:.1f}" if chain in none.index else "",
                  "0" if pd.isna(row["steps"]) and chain.endswith("untrained") else _int(row["steps"]),
-                 "" if pd.isna(row["train_minutes"]) else f"{row['train_minutes']:.0f}"]
+                 "" if pd.isna(row["train_minutes"]) else f"{row['train_minutes']:.0f}", row["dtype"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
