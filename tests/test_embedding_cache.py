@@ -202,7 +202,8 @@ def test_torchrun_ranks_write_their_own_shards_and_clean_up(tiny_llama, tmp_path
     scratch.mkdir()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29641",
            "--no-python", sys.executable, "-m", "l2v_cli.eval", "--model", str(tiny_llama),
-           "--tasks", "L2VMiniSTS,L2VMiniRetrieval", "--output", str(out), "--no-progress", "--batch-size", "4"]
+           "--tasks", "L2VMiniSTS,L2VMiniRetrieval", "--output", str(out), "--no-progress", "--batch-size", "4",
+           "--dtype", "float32"]  # the in-process re-run below resolves auto as fp32, whatever this processor has
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
