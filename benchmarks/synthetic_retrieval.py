@@ -102,12 +102,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--dtype", default="auto", help="as l2v-eval --dtype (auto: bf16 where the CPU has bf16 units)")
     args = parser.parse_args(argv)
 
     from l2v_eval.harness import EvalConfig, run_evaluation
 
     config = EvalConfig(model=args.model, tasks="custom", output=args.output, show_progress=False,
-                        batch_size=args.batch_size, cache_chunk_texts=args.chunk, overwrite=args.overwrite)
+                        batch_size=args.batch_size, cache_chunk_texts=args.chunk, overwrite=args.overwrite,
+                        dtype=args.dtype)
     summary = run_evaluation(config, tasks=make_tasks(args.tasks, args.docs))
     print(json.dumps({o.task: {"status": o.status, "encoded": o.encoded, "reused": o.reused, "score": o.main_score,
                                "seconds": round(o.seconds, 2)} for o in summary.outcomes}))

@@ -11,11 +11,23 @@ from l2v_core import dtypes
 from tests import tiny
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _auto_dtype_is_float32_for_the_session():
+    """Tests compare vectors at fp32 tolerances (against the reference, across batchings, with runs made by
+    module- and session-scoped fixtures), so in them ``auto`` resolves on a CPU as where there are no bf16 units,
+    whatever this one has. Session-wide, so that fixtures of every scope see it; tests of ``auto`` set the check
+    both ways with their own (function-scoped) patch."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dtypes, "torch_cpu_bf16_check", lambda: False)
+        dtypes.cpu_has_bf16.cache_clear()
+        yield
+    dtypes.cpu_has_bf16.cache_clear()
+
+
 @pytest.fixture(autouse=True)
 def _auto_dtype_is_float32(monkeypatch):
-    """Tests compare vectors at fp32 tolerances (against the reference, across batchings), so in them ``auto``
-    resolves on a CPU as where there are no bf16 units, whatever this one has (tests of ``auto`` set the check
-    both ways). The answer is cached per process, so the cache starts empty in every test."""
+    """The same for every test, after any patch of an earlier test; the answer is cached per process, so the
+    cache starts empty in every test."""
     monkeypatch.setattr(dtypes, "torch_cpu_bf16_check", lambda: False)
     dtypes.cpu_has_bf16.cache_clear()
 

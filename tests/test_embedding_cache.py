@@ -146,7 +146,8 @@ def test_killed_run_resumes_mid_corpus_and_nothing_is_encoded_twice(tiny_llama, 
     cache = out / "embedding-cache"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     worker = subprocess.Popen([sys.executable, "-m", "benchmarks.synthetic_retrieval", str(tiny_llama), str(out),
-                               "--tasks", "A", "--chunk", "1000"], env=env, cwd=ROOT,
+                               "--tasks", "A", "--chunk", "1000", "--dtype", "float32"],  # as the resume below
+                              env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 600
     try:

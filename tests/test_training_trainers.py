@@ -307,7 +307,7 @@ def test_auto_precision_follows_the_device_s_bf16_units(native, monkeypatch, tmp
     assert modeling.model_kwargs(config)["dtype"] == (torch.bfloat16 if native else torch.float32)
 
 
-def matryoshka_base(root, texts, hidden):
+def matryoshka_base(root, texts, hidden, intermediate=None):
     """A random-init 2-layer Llama of width ``hidden`` whose BPE tokenizer (4000 tokens) is trained on ``texts``,
     so words are tokens as in a real model (the 400-token tiny tokenizer spells most words out byte by byte)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -324,7 +324,7 @@ def matryoshka_base(root, texts, hidden):
                                         model_input_names=["input_ids", "attention_mask"])
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(tiny.make_config("llama", len(tokenizer), hidden_size=hidden,
-                                                              intermediate_size=2 * hidden))
+                                                              intermediate_size=intermediate or 2 * hidden))
     model.save_pretrained(root)
     tokenizer.save_pretrained(root)
     return root
