@@ -162,7 +162,8 @@ def _rank_worker(rank: int, port: int, model_dir: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         evaluator = MtebEvaluator("L2VMiniSTS,L2VMiniRetrieval", name="")
-        scores = evaluator(st_model(LLM2Vec.from_pretrained(model_dir)))
+        # a spawned process: fp32 as the test's own encoder, whatever this processor has
+        scores = evaluator(st_model(LLM2Vec.from_pretrained(model_dir, dtype="float32")))
         dist.barrier()  # the trainer's next collective: rank 1 waits here while rank 0 scores
         torch.save(scores, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
