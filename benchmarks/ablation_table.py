@@ -84,7 +84,7 @@ def markdown(frame: pd.DataFrame) -> str:
     """Rows with l2v-eval's instructions, with the mean without instructions beside them."""
     ours = frame[frame["instructions"] == "default"].set_index("chain")
     none = frame[frame["instructions"] == "none"].set_index("chain")["mean"]
-    head = ["chain", *TYPES, "mean", "mean, no instructions", "steps", "training (min, 2 cores)", "dtype"]
+    head = ["chain", *TYPES, "mean", "mean, no instructions", "steps", "training (min)", "dtype"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for chain, row in ours.iterrows():
         mean = f"**{row['mean']:.1f}**" + (f" ± {row['mean ±']:.1f}" if pd.notna(row.get("mean ±")) else "")
