@@ -45,7 +45,10 @@ def run_in_subprocess(stage, values, kill_at=None):
         values = json.loads(sys.argv[1])
         train({stage!r}, load_config({stage!r}, None, values), callbacks=[Kill()])
     """)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    # The same number of threads as this process: the resumed run is compared with one trained here to 1e-6, and
+    # on some processors (AVX512 kernels) the reductions' order, so the last bits, follow the thread count.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(torch.get_num_threads()),
+           "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-c", script, json.dumps(values)], env=env, capture_output=True, text=True,
                           timeout=600)
 
