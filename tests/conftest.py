@@ -25,10 +25,9 @@ def _auto_dtype_is_float32_for_the_session():
 
 
 @pytest.fixture(autouse=True)
-def _auto_dtype_is_float32(monkeypatch):
-    """The same for every test, after any patch of an earlier test; the answer is cached per process, so the
-    cache starts empty in every test."""
-    monkeypatch.setattr(dtypes, "torch_cpu_bf16_check", lambda: False)
+def _auto_dtype_cache_starts_empty():
+    """The answer is cached per process; a test that patched the check (monkeypatch restores the session's fp32
+    answer after it) must not leave its answer cached for the next one."""
     dtypes.cpu_has_bf16.cache_clear()
 
 
